@@ -1,1 +1,9 @@
-//! placeholder
+//! `switch`: the SIP core service (request dispatch, profiles and ACLs, the
+//! registrar and authentication glue) and, as calls arrive, the B2BUA.
+
+pub mod core;
+pub mod settings;
+pub mod stats;
+
+pub use crate::core::SipCore;
+pub use settings::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};

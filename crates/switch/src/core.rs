@@ -1,0 +1,523 @@
+//! The SIP core service: every message from the transport comes in here with the
+//! time, and what to send goes out. Sans-IO like the machines it drives, so tests
+//! and the fuzzer feed it bytes and a clock.
+//!
+//! Order of checks for a request (RFC 3261 §8.2, with the profile ACL first so a
+//! stranger on the trunk side learns nothing): parse -> key headers -> ACL ->
+//! version -> method/CSeq -> transaction -> method inspection -> loop / hops ->
+//! URI scheme -> Require -> content -> authentication -> dispatch.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dialog_layer::auth::{AuthOutcome, DigestAuthenticator};
+use dialog_layer::guard::{AuthGuard, GuardDecision};
+use dialog_layer::registrar::{InMemoryLocation, LocationService, RegisterOutcome, Registrar};
+use dialog_layer::transaction::{
+    BRANCH_PREFIX, RequestOutcome, ResponseOutcome, ServerTxId, TransactionLayer, Transmit, TxEvent,
+};
+use sip_transport::header::{Uri, Via};
+use sip_transport::transport::response_target;
+use sip_transport::writer::response_to;
+use sip_transport::{FlowId, HeaderName, Method, SipMessage, Source, Target};
+use tracing::{debug, info, warn};
+
+use crate::settings::{CoreSettings, Profile};
+use crate::stats::CoreStats;
+
+/// Methods the switch accepts (the Allow header).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// Option tags the switch supports (the Supported header); extensions arrive with later features.
+pub const SUPPORTED: &[&str] = &[];
+/// How often expired registrations are swept (lookups filter them exactly anyway).
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+/// Retry-After for 503 when the transaction table is full.
+const OVERLOAD_RETRY_AFTER_S: u32 = 5;
+
+pub struct SipCore {
+    settings: CoreSettings,
+    transactions: TransactionLayer,
+    registrar: Registrar<InMemoryLocation>,
+    auth: DigestAuthenticator,
+    guard: AuthGuard,
+    /// Challenges held back to slow down password guessing, by due time.
+    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
+    delayed_out: std::collections::HashMap<u64, Transmit>,
+    delayed_seq: u64,
+    next_sweep: Instant,
+    stats: CoreStats,
+}
+
+/// The parts of a validated request the checks below need.
+struct Req<'a> {
+    msg: &'a SipMessage,
+    method: &'a Method,
+    source: Source,
+    profile: Profile,
+}
+
+impl SipCore {
+    pub fn new(settings: CoreSettings, now: Instant) -> Self {
+        let transactions = TransactionLayer::new(settings.timers.clone());
+        let registrar = Registrar::new(InMemoryLocation::default(), settings.registrar.clone());
+        let auth = DigestAuthenticator::new(settings.digest.clone(), now);
+        let guard = AuthGuard::new(settings.guard.clone());
+        SipCore {
+            settings,
+            transactions,
+            registrar,
+            auth,
+            guard,
+            delayed: BinaryHeap::new(),
+            delayed_out: Default::default(),
+            delayed_seq: 0,
+            next_sweep: now + EXPIRY_SWEEP,
+            stats: CoreStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
+    pub fn location(&self) -> &InMemoryLocation {
+        self.registrar.location()
+    }
+
+    pub fn banned_sources(&self, now: Instant) -> usize {
+        self.guard.banned_count(now)
+    }
+
+    pub fn transaction_count(&self) -> usize {
+        self.transactions.server_len() + self.transactions.client_len()
+    }
+
+    /// The earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_sweep;
+        if let Some(tx) = self.transactions.poll_timeout() {
+            t = t.min(tx);
+        }
+        if let Some(Reverse((d, _))) = self.delayed.peek() {
+            t = t.min(*d);
+        }
+        Some(t)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        for ev in self.transactions.handle_timeout(now) {
+            match ev {
+                TxEvent::Transmit(t) => out.push(t),
+                TxEvent::ClientTimeout(id) => debug!(?id, "client transaction timed out"),
+                TxEvent::ServerAckTimeout(id) => debug!(?id, "no ACK for final response"),
+                TxEvent::Terminated => {}
+            }
+        }
+        while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(t) = self.delayed_out.remove(&id) {
+                out.push(t);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + EXPIRY_SWEEP;
+            for (aor, b) in self.registrar.location().expire(now) {
+                info!(aor = %aor, contact = %b.contact, "registration expired");
+                self.stats.registrations_expired += 1;
+            }
+        }
+        out
+    }
+
+    /// A stream connection closed: bindings registered over it are gone (RFC 5626 §5.3 style).
+    pub fn handle_flow_closed(&mut self, flow: FlowId) {
+        for (aor, b) in self.registrar.location().remove_flow(flow) {
+            info!(aor = %aor, contact = %b.contact, "binding removed: its connection closed");
+        }
+    }
+
+    /// One message from the network.
+    pub fn handle_message(&mut self, data: Bytes, source: Source, now: Instant) -> Vec<Transmit> {
+        let msg = match SipMessage::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.dropped_unparseable += 1;
+                debug!(remote = %source.remote, error = %e, "dropped unparseable message");
+                return Vec::new();
+            }
+        };
+        if msg.is_request() {
+            self.handle_request(&msg, source, now)
+        } else {
+            self.handle_response(&msg, source, now)
+        }
+    }
+
+    fn handle_response(&mut self, msg: &SipMessage, source: Source, now: Instant) -> Vec<Transmit> {
+        self.stats.responses_in += 1;
+        if msg.fault().is_some() || msg.top_via().is_err() || msg.cseq().is_err() {
+            debug!(remote = %source.remote, "dropped malformed response");
+            return Vec::new();
+        }
+        let (outcome, ack) = self.transactions.on_response(msg, &source, now);
+        if let ResponseOutcome::Stray = outcome {
+            debug!(remote = %source.remote, "dropped stray response");
+        }
+        ack.into_iter().collect()
+    }
+
+    fn handle_request(&mut self, msg: &SipMessage, source: Source, now: Instant) -> Vec<Transmit> {
+        let Some(method) = msg.method() else { return Vec::new() };
+        self.stats.count_request(method);
+        let profile = self
+            .settings
+            .listeners
+            .get(source.listener)
+            .map(|l| l.profile)
+            .unwrap_or(Profile::Internal);
+        let req = Req { msg, method, source, profile };
+
+        // Without a usable top Via there is nowhere to send a response.
+        let via = match msg.top_via() {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(remote = %source.remote, error = %e, "dropped request without usable Via");
+                return Vec::new();
+            }
+        };
+        if profile == Profile::External && self.settings.trunk_for(source.remote.ip()).is_none() {
+            self.stats.acl_rejected += 1;
+            debug!(remote = %source.remote, "request on the external profile from no trunk's network");
+            return self.stateless(&req, &via, 403, "Forbidden", &[]);
+        }
+        if let Some(fault) = msg.fault() {
+            return self.stateless(&req, &via, 400, &format!("Bad Request ({fault})"), &[]);
+        }
+        if let Err(e) = key_headers(msg) {
+            return self.stateless(&req, &via, 400, &format!("Bad Request ({e})"), &[]);
+        }
+        if !msg.version().eq_ignore_ascii_case("SIP/2.0") {
+            return self.stateless(&req, &via, 505, "Version Not Supported", &[]);
+        }
+        // key_headers() checked that CSeq parses.
+        let cseq_method = msg.cseq().map(|c| c.method).ok();
+        if matches!(method, Method::Extension(_)) {
+            return self.stateless(&req, &via, 501, "Not Implemented", &[("Allow", ALLOW)]);
+        }
+        if cseq_method.as_ref() != Some(method) {
+            return self.stateless(&req, &via, 400, "Bad Request (CSeq method does not match the request method)", &[]);
+        }
+
+        match self.transactions.on_request(msg, &source, now) {
+            RequestOutcome::New(tx) => self.process(&req, tx, now),
+            RequestOutcome::Merged(tx) => self.reply(&req, tx, 482, "Loop Detected (merged request)", &[], now),
+            RequestOutcome::Retransmission(t) => t.into_iter().collect(),
+            RequestOutcome::AckAbsorbed | RequestOutcome::Ack2xx => Vec::new(),
+            RequestOutcome::Cancel { cancel, invite } => {
+                // Every INVITE gets its final response at once for now, so there is
+                // never a pending one to cancel.
+                let (code, reason) = if invite.is_some() { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
+                self.reply(&req, cancel, code, reason, &[], now)
+            }
+            RequestOutcome::Overloaded => {
+                self.stats.overloaded += 1;
+                let ra = OVERLOAD_RETRY_AFTER_S.to_string();
+                self.stateless(&req, &via, 503, "Service Unavailable", &[("Retry-After", &ra)])
+            }
+            RequestOutcome::Invalid(reason) => self.stateless(&req, &via, 400, &format!("Bad Request ({reason})"), &[]),
+        }
+    }
+
+    /// A new request with its server transaction.
+    fn process(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
+        let msg = req.msg;
+        match req.method {
+            Method::Ack => return Vec::new(),
+            Method::Invite | Method::Options | Method::Register => {}
+            Method::Bye => return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now),
+            _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
+        }
+        if self.is_loop(msg) {
+            return self.reply(req, tx, 482, "Loop Detected", &[], now);
+        }
+        let max_forwards = match msg.max_forwards() {
+            Ok(mf) => mf,
+            Err(e) => return self.reply(req, tx, 400, &format!("Bad Request ({e})"), &[], now),
+        };
+        // OPTIONS and REGISTER are answered here; anything we would forward needs a hop left.
+        if *req.method == Method::Invite && max_forwards == Some(0) {
+            return self.reply(req, tx, 483, "Too Many Hops", &[], now);
+        }
+        let ruri = msg.request_uri().unwrap_or("");
+        match Uri::parse(ruri) {
+            Ok(u) if u.is_sip() || u.scheme.eq_ignore_ascii_case("tel") => {}
+            _ => return self.reply(req, tx, 416, "Unsupported URI Scheme", &[], now),
+        }
+        if let Some(resp) = self.check_require(req, tx, now) {
+            return resp;
+        }
+        if let Some(resp) = self.check_content(req, tx, now) {
+            return resp;
+        }
+        if *req.method == Method::Options {
+            let supported = SUPPORTED.join(", ");
+            return self.reply(
+                req,
+                tx,
+                200,
+                "OK",
+                &[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", &supported)],
+                now,
+            );
+        }
+        let user = match req.profile {
+            Profile::Internal => match self.authenticate(req, tx, now) {
+                Ok(user) => Some(user),
+                Err(out) => return out,
+            },
+            Profile::External => None,
+        };
+        match req.method {
+            Method::Register => self.register(req, tx, user, now),
+            _ => self.invite(req, tx, now),
+        }
+    }
+
+    /// Our own branch prefix on a Via whose sent-by is one of our listeners: the
+    /// request has been here before.
+    fn is_loop(&self, msg: &SipMessage) -> bool {
+        let Ok(vias) = msg.vias() else { return false };
+        vias.iter().skip(1).chain(vias.first()).any(|v: &Via<'_>| {
+            v.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+                && self.settings.listeners.iter().any(|l| {
+                    let host = v.host.trim_matches(['[', ']']);
+                    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == l.addr.ip())
+                        && v.port.unwrap_or(5060) == l.addr.port()
+                })
+        })
+    }
+
+    fn check_require(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Option<Vec<Transmit>> {
+        let mut unsupported = Vec::new();
+        for name in [HeaderName::Require, HeaderName::ProxyRequire] {
+            match req.msg.option_tags(name) {
+                Ok(tags) => unsupported.extend(tags.into_iter().filter(|t| !SUPPORTED.contains(t)).map(str::to_owned)),
+                Err(e) => return Some(self.reply(req, tx, 400, &format!("Bad Request ({e})"), &[], now)),
+            }
+        }
+        // CANCEL and ACK cannot be rejected for extensions (RFC 3261 §8.2.2.3).
+        if unsupported.is_empty() || matches!(req.method, Method::Cancel | Method::Ack) {
+            return None;
+        }
+        let list = unsupported.join(", ");
+        Some(self.reply(req, tx, 420, "Bad Extension", &[("Unsupported", &list)], now))
+    }
+
+    /// RFC 3261 §8.2.3: bodies we cannot read, and answers the caller cannot accept.
+    fn check_content(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Option<Vec<Transmit>> {
+        let msg = req.msg;
+        let ct = match msg.content_type() {
+            Ok(ct) => ct,
+            Err(e) => return Some(self.reply(req, tx, 400, &format!("Bad Request ({e})"), &[], now)),
+        };
+        if !msg.body().is_empty() && *req.method == Method::Invite {
+            let ok = ct.is_some_and(|t| t.eq_ignore_ascii_case("application/sdp"));
+            if !ok {
+                return Some(self.reply(req, tx, 415, "Unsupported Media Type", &[("Accept", "application/sdp")], now));
+            }
+        }
+        if *req.method == Method::Invite {
+            match msg.list(HeaderName::Accept) {
+                Ok(types) if !types.is_empty() && !types.iter().any(|t| accepts_sdp(t)) => {
+                    return Some(self.reply(req, tx, 406, "Not Acceptable", &[("Accept", "application/sdp")], now));
+                }
+                Ok(_) => {}
+                Err(e) => return Some(self.reply(req, tx, 400, &format!("Bad Request ({e})"), &[], now)),
+            }
+        }
+        None
+    }
+
+    /// Digest authentication on the internal profile. `Ok(username)` or the response to send.
+    fn authenticate(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Result<String, Vec<Transmit>> {
+        let ip = req.source.remote.ip();
+        let is_register = *req.method == Method::Register;
+        let (code, reason, cred_header, challenge_header) = if is_register {
+            (401, "Unauthorized", HeaderName::Authorization, "WWW-Authenticate")
+        } else {
+            (407, "Proxy Authentication Required", HeaderName::ProxyAuthorization, "Proxy-Authenticate")
+        };
+        let delay = match self.guard.check(ip, now) {
+            GuardDecision::Refuse { .. } => {
+                self.stats.auth_refused += 1;
+                return Err(self.reply(req, tx, 403, "Forbidden (too many failed authentications)", &[], now));
+            }
+            GuardDecision::Delay(d) => Some(d),
+            GuardDecision::Allow => None,
+        };
+        // Of several credentials, the one for our realm counts (RFC 3261 §22.4).
+        let mut outcome = None;
+        let endpoints = &self.settings.endpoints;
+        let lookup = |u: &str| endpoints.get(u).map(|e| e.password.clone());
+        for value in req.msg.header_values(cred_header) {
+            let o = self.auth.verify(value, req.method.as_str(), req.msg.request_uri().unwrap_or(""), &lookup, now);
+            let done = !matches!(o, AuthOutcome::WrongRealm | AuthOutcome::NotDigest);
+            outcome = Some(o);
+            if done {
+                break;
+            }
+        }
+        let stale = match outcome {
+            Some(AuthOutcome::Ok { username }) => {
+                self.guard.record_success(ip);
+                return Ok(username);
+            }
+            Some(AuthOutcome::Malformed(why)) => {
+                return Err(self.reply(req, tx, 400, &format!("Bad Request (Malformed {} header: {why})", cred_header.as_str()), &[], now));
+            }
+            Some(AuthOutcome::Failed { username, reason }) => {
+                self.stats.auth_failures += 1;
+                warn!(remote = %req.source.remote, user = %username, reason, method = %req.method, "authentication failed");
+                if let Some(until) = self.guard.record_failure(ip, now) {
+                    self.stats.auth_bans += 1;
+                    warn!(remote = %req.source.remote, banned_for_s = (until - now).as_secs(), "too many failed authentications: source refused");
+                }
+                false
+            }
+            Some(AuthOutcome::Stale) => true,
+            Some(AuthOutcome::WrongRealm | AuthOutcome::NotDigest) | None => false,
+        };
+        self.stats.challenges += 1;
+        let challenges = self.auth.challenge(now, stale);
+        let headers: Vec<(&str, &str)> = challenges.iter().map(|c| (challenge_header, c.as_str())).collect();
+        let out = self.reply(req, tx, code, reason, &headers, now);
+        match delay {
+            Some(d) if !d.is_zero() => {
+                for t in out {
+                    self.delayed_seq += 1;
+                    self.delayed.push(Reverse((now + d, self.delayed_seq)));
+                    self.delayed_out.insert(self.delayed_seq, t);
+                }
+                Err(Vec::new())
+            }
+            _ => Err(out),
+        }
+    }
+
+    fn register(&mut self, req: &Req<'_>, tx: ServerTxId, user: Option<String>, now: Instant) -> Vec<Transmit> {
+        if req.profile == Profile::External {
+            return self.reply(req, tx, 403, "Forbidden (registration is not accepted on the trunk profile)", &[], now);
+        }
+        let msg = req.msg;
+        let to = match msg.to() {
+            Ok(t) => t,
+            Err(e) => return self.reply(req, tx, 400, &format!("Bad Request ({e})"), &[], now),
+        };
+        let aor_user = match to.uri() {
+            Ok(u) if u.is_sip() => u.user_unescaped(),
+            _ => return self.reply(req, tx, 416, "Unsupported URI Scheme (To)", &[], now),
+        };
+        let Some(aor_user) = aor_user else {
+            return self.reply(req, tx, 404, "Not Found", &[], now);
+        };
+        if !self.settings.endpoints.contains_key(&aor_user) {
+            return self.reply(req, tx, 404, "Not Found", &[], now);
+        }
+        if user.as_deref() != Some(aor_user.as_str()) {
+            return self.reply(req, tx, 403, "Forbidden (credentials do not match the address of record)", &[], now);
+        }
+        match self.registrar.register(msg, &aor_user, &req.source, now) {
+            RegisterOutcome::Ok { contacts } => {
+                self.stats.registrations_ok += 1;
+                debug!(aor = %aor_user, contacts = contacts.len(), remote = %req.source.remote, "registered");
+                let headers: Vec<(&str, &str)> = contacts.iter().map(|c| ("Contact", c.as_str())).collect();
+                self.reply(req, tx, 200, "OK", &headers, now)
+            }
+            RegisterOutcome::IntervalTooBrief { min_expires } => {
+                let me = min_expires.to_string();
+                self.reply(req, tx, 423, "Interval Too Brief", &[("Min-Expires", &me)], now)
+            }
+            RegisterOutcome::BadRequest(why) => self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
+            RegisterOutcome::OutOfOrder => {
+                self.reply(req, tx, 500, "Server Internal Error (CSeq out of order for this Call-ID)", &[], now)
+            }
+            RegisterOutcome::TooManyContacts => self.reply(req, tx, 403, "Forbidden (too many contacts)", &[], now),
+        }
+    }
+
+    /// Calls: until the B2BUA exists, INVITEs are routed only as far as the lookup.
+    fn invite(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
+        let user = req.msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| u.user_unescaped());
+        let known = user.as_deref().is_some_and(|u| self.settings.endpoints.contains_key(u));
+        if !known {
+            return self.reply(req, tx, 404, "Not Found", &[], now);
+        }
+        self.reply(req, tx, 480, "Temporarily Unavailable", &[], now)
+    }
+
+    /// Answers through the server transaction.
+    fn reply(&mut self, req: &Req<'_>, tx: ServerTxId, code: u16, reason: &str, extra: &[(&str, &str)], now: Instant) -> Vec<Transmit> {
+        let data = self.build_response(req, code, reason, extra);
+        self.transactions.respond(tx, data, now).into_iter().collect()
+    }
+
+    /// Answers without a transaction: for requests too broken to have one, and for
+    /// overload (RFC 3261 §8.2.6: a UAS may respond statelessly).
+    fn stateless(&mut self, req: &Req<'_>, via: &Via<'_>, code: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<Transmit> {
+        if *req.method == Method::Ack {
+            return Vec::new();
+        }
+        let data = self.build_response(req, code, reason, extra);
+        let target = response_target(via, &req.source).unwrap_or_else(|| Target::reply_to(&req.source));
+        vec![Transmit { target, data }]
+    }
+
+    fn build_response(&mut self, req: &Req<'_>, code: u16, reason: &str, extra: &[(&str, &str)]) -> Bytes {
+        self.stats.count_response(code);
+        let tag = to_tag(req.msg);
+        let mut w = response_to(req.msg, req.source.remote, code, reason, Some(&tag));
+        for (name, value) in extra {
+            w.header(name, value);
+        }
+        w.header("Server", &self.settings.user_agent);
+        w.finish_empty()
+    }
+}
+
+/// A To tag that is the same for every response to the same request (so a
+/// retransmitted request that was answered statelessly gets the same tag):
+/// a hash of the request's identity with a per-process key.
+fn to_tag(msg: &SipMessage) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    h.write(msg.call_id().unwrap_or("").as_bytes());
+    h.write(msg.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
+    h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
+    format!("{:016x}", h.finish())
+}
+
+fn accepts_sdp(media_range: &str) -> bool {
+    let t = media_range.split(';').next().unwrap_or("").trim();
+    t.eq_ignore_ascii_case("application/sdp") || t == "*/*" || t.eq_ignore_ascii_case("application/*")
+}
+
+/// The headers every request must carry, parsed (RFC 3261 §8.1.1).
+fn key_headers(msg: &SipMessage) -> Result<(), sip_transport::HeaderError> {
+    msg.vias()?;
+    msg.call_id()?;
+    msg.cseq()?;
+    msg.from()?;
+    msg.to()?;
+    Ok(())
+}
