@@ -18,7 +18,7 @@ use dialog_layer::registrar::{InMemoryLocation, LocationService, RegisterOutcome
 use dialog_layer::transaction::{
     BRANCH_PREFIX, RequestOutcome, ResponseOutcome, ServerTxId, TransactionLayer, Transmit, TxEvent,
 };
-use sip_transport::header::{Uri, Via};
+use sip_transport::header::{NameAddr, Uri, Via};
 use sip_transport::transport::response_target;
 use sip_transport::writer::response_to;
 use sip_transport::{FlowId, HeaderName, Method, SipMessage, Source, Target};
@@ -512,12 +512,20 @@ fn accepts_sdp(media_range: &str) -> bool {
     t.eq_ignore_ascii_case("application/sdp") || t == "*/*" || t.eq_ignore_ascii_case("application/*")
 }
 
-/// The headers every request must carry, parsed (RFC 3261 §8.1.1).
+/// The headers every request must carry (RFC 3261 §8.1.1), and the ones whose
+/// syntax the core relies on, parsed before anything else looks at the request.
 fn key_headers(msg: &SipMessage) -> Result<(), sip_transport::HeaderError> {
     msg.vias()?;
     msg.call_id()?;
     msg.cseq()?;
     msg.from()?;
     msg.to()?;
+    msg.max_forwards()?;
+    msg.expires()?;
+    for c in msg.list(HeaderName::Contact)? {
+        if c != "*" {
+            NameAddr::parse(c).map_err(|e| sip_transport::HeaderError::Malformed("Contact", e))?;
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,244 @@
+//! The SIP core driven directly with bytes and a fake clock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dialog_layer::auth::{Algorithm, DigestConfig};
+use dialog_layer::guard::GuardConfig;
+use dialog_layer::registrar::{LocationService, RegistrarConfig};
+use dialog_layer::transaction::{TimerConfig, Transmit};
+use md5::{Digest, Md5};
+use sip_transport::{HeaderName, SipMessage, Source, Transport};
+use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, SipCore, TrunkSettings};
+
+const INTERNAL: &str = "127.0.0.1:5060";
+const EXTERNAL: &str = "127.0.0.1:5080";
+
+fn settings() -> CoreSettings {
+    let endpoints: HashMap<String, EndpointSettings> = (1001..=1003)
+        .map(|n| (n.to_string(), EndpointSettings { password: format!("demo{n}") }))
+        .collect();
+    CoreSettings {
+        user_agent: "Tandem-test".into(),
+        listeners: vec![
+            ListenerInfo { profile: Profile::Internal, transport: Transport::Udp, addr: INTERNAL.parse().unwrap() },
+            ListenerInfo { profile: Profile::External, transport: Transport::Udp, addr: EXTERNAL.parse().unwrap() },
+        ],
+        endpoints,
+        trunks: vec![TrunkSettings { name: "carrier".into(), networks: vec!["192.0.2.0/24".parse().unwrap()] }],
+        timers: TimerConfig::default(),
+        max_transactions: 1000,
+        digest: DigestConfig {
+            realm: "tandem".into(),
+            nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec![Algorithm::Md5],
+            max_tracked_nonces: 1000,
+        },
+        guard: GuardConfig {
+            free_failures: 3,
+            delay_step: Duration::from_millis(500),
+            max_delay: Duration::from_secs(4),
+            ban_after: 10,
+            window: Duration::from_secs(60),
+            ban_for: Duration::from_secs(300),
+            max_tracked: 1000,
+        },
+        registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
+    }
+}
+
+fn source(listener: usize, remote: &str) -> Source {
+    let local = if listener == 0 { INTERNAL } else { EXTERNAL };
+    Source {
+        transport: Transport::Udp,
+        remote: remote.parse().unwrap(),
+        local: local.parse().unwrap(),
+        listener,
+        flow: None,
+    }
+}
+
+fn one(out: Vec<Transmit>) -> (SipMessage, SocketAddr) {
+    assert_eq!(out.len(), 1, "expected exactly one message out");
+    let t = out.into_iter().next().unwrap();
+    (SipMessage::parse(t.data).unwrap(), t.target.remote)
+}
+
+fn register(user: &str, branch: &str, cseq: u32, auth: Option<&str>, extra: &str) -> Bytes {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    Bytes::from(format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.5:5062;branch={branch};rport\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:{user}@127.0.0.1>;tag=abc\r\n\
+To: <sip:{user}@127.0.0.1>\r\n\
+Call-ID: reg-{user}@10.0.0.5\r\n\
+CSeq: {cseq} REGISTER\r\n\
+Contact: <sip:{user}@10.0.0.5:5062>\r\n\
+{auth}{extra}Content-Length: 0\r\n\r\n"
+    ))
+}
+
+fn hex_md5(s: &str) -> String {
+    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Answers a WWW-Authenticate challenge the way a phone would.
+fn credentials(challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> String {
+    let param = |name: &str| {
+        let i = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        challenge[i..i + challenge[i..].find('"').unwrap()].to_string()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let ha1 = hex_md5(&format!("{user}:{realm}:{password}"));
+    let ha2 = hex_md5(&format!("REGISTER:{uri}"));
+    let nc = format!("{nc:08x}");
+    let response = hex_md5(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc={nc}"
+    )
+}
+
+#[test]
+fn register_is_challenged_then_accepted() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let src = source(0, "10.0.0.5:40000");
+    let (resp, to) = one(core.handle_message(register("1001", "z9hG4bK1", 1, None, ""), src, t0));
+    assert_eq!(resp.status(), Some(401));
+    assert_eq!(to, "10.0.0.5:40000".parse().unwrap(), "rport: answer to the source port");
+    assert_eq!(resp.top_via().unwrap().rport(), Some(Some("40000")));
+    let challenge = resp.first(HeaderName::WwwAuthenticate).unwrap().to_string();
+    let auth = credentials(&challenge, "1001", "demo1001", "sip:127.0.0.1", 1);
+    let (resp, _) = one(core.handle_message(register("1001", "z9hG4bK2", 2, Some(&auth), ""), src, t0));
+    assert_eq!(resp.status(), Some(200), "{:?}", resp.reason());
+    let contact = resp.first(HeaderName::Contact).unwrap();
+    assert!(contact.contains("sip:1001@10.0.0.5:5062") && contact.contains("expires=3600"), "{contact}");
+    assert_eq!(core.location().bindings("1001", t0).len(), 1);
+    // Gone exactly when it expires.
+    assert_eq!(core.location().bindings("1001", t0 + Duration::from_secs(3600)).len(), 0);
+}
+
+#[test]
+fn wrong_password_is_challenged_again_and_guessing_is_refused() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let src = source(0, "10.0.0.6:40000");
+    let mut now = t0;
+    let mut refused = false;
+    for i in 0..40u32 {
+        let (resp, _) = one(core.handle_message(register("1001", &format!("z9hG4bKa{i}"), 2 * i + 1, None, ""), src, now));
+        if resp.status() == Some(403) {
+            refused = true;
+            break;
+        }
+        let challenge = resp.first(HeaderName::WwwAuthenticate).unwrap().to_string();
+        let auth = credentials(&challenge, "1001", "wrong", "sip:127.0.0.1", 1);
+        let out = core.handle_message(register("1001", &format!("z9hG4bKb{i}"), 2 * i + 2, Some(&auth), ""), src, now);
+        // After a few failures the challenge is held back.
+        let out = if out.is_empty() {
+            now = core.poll_timeout().unwrap();
+            core.handle_timeout(now)
+        } else {
+            out
+        };
+        let (resp, _) = one(out);
+        assert!(matches!(resp.status(), Some(401 | 403)), "{:?}", resp.status());
+        now += Duration::from_millis(10);
+    }
+    assert!(refused, "repeated failures end in 403");
+    assert!(core.stats().auth_bans >= 1);
+    assert!(core.banned_sources(now) >= 1);
+}
+
+#[test]
+fn external_profile_only_answers_trunks() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let options = |branch: &str| {
+        Bytes::from(format!(
+            "OPTIONS sip:127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:carrier@192.0.2.10>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let (resp, _) = one(core.handle_message(options("z9hG4bKx1"), source(1, "198.51.100.1:5060"), t0));
+    assert_eq!(resp.status(), Some(403));
+    let (resp, _) = one(core.handle_message(options("z9hG4bKx2"), source(1, "192.0.2.10:5060"), t0));
+    assert_eq!(resp.status(), Some(200));
+    for h in [HeaderName::Allow, HeaderName::Accept, HeaderName::Supported] {
+        assert!(resp.first(h).is_some(), "OPTIONS 200 carries {}", h.as_str());
+    }
+}
+
+#[test]
+fn unknown_method_and_retransmission() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let msg = Bytes::from_static(b"FOO sip:1001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKfoo\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: foo\r\nCSeq: 1 FOO\r\nContent-Length: 0\r\n\r\n");
+    let (resp, _) = one(core.handle_message(msg.clone(), source(0, "10.0.0.5:5060"), t0));
+    assert_eq!(resp.status(), Some(501));
+    let msg = Bytes::from_static(b"SUBSCRIBE sip:1001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKsub\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: sub\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n");
+    let (first, _) = one(core.handle_message(msg.clone(), source(0, "10.0.0.5:5060"), t0));
+    assert_eq!(first.status(), Some(405));
+    assert!(first.first(HeaderName::Allow).is_some());
+    // The retransmission is answered from the transaction, identically.
+    let (again, _) = one(core.handle_message(msg, source(0, "10.0.0.5:5060"), t0 + Duration::from_millis(500)));
+    assert_eq!(again.raw(), first.raw());
+}
+
+#[test]
+fn invite_to_unknown_user_after_auth_is_404_and_hops_are_checked() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let invite = |mf: u8, branch: &str| {
+        Bytes::from(format!(
+            "INVITE sip:9999@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch={branch}\r\nMax-Forwards: {mf}\r\nFrom: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:9999@127.0.0.1>\r\nCall-ID: inv-{branch}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let (resp, _) = one(core.handle_message(invite(70, "z9hG4bKi1"), source(0, "10.0.0.5:5060"), t0));
+    assert_eq!(resp.status(), Some(407));
+    assert!(resp.first(HeaderName::ProxyAuthenticate).is_some());
+    assert!(resp.to().unwrap().tag().is_some(), "a final response carries a To tag");
+    let (resp, _) = one(core.handle_message(invite(0, "z9hG4bKi2"), source(0, "10.0.0.5:5060"), t0));
+    assert_eq!(resp.status(), Some(483));
+}
+
+#[test]
+fn rfc4475_through_the_core() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/rfc4475");
+    if !dir.is_dir() {
+        println!("RFC 4475 messages not found at {}: skipping", dir.display());
+        return;
+    }
+    // What the core answers to each torture message sent to the internal profile.
+    let expected: &[(&str, Option<u16>)] = &[
+        ("wsinv", Some(407)), ("intmeth", Some(501)), ("esc01", Some(407)), ("escnull", Some(401)),
+        ("esc02", Some(501)), ("lwsdisp", Some(200)), ("longreq", Some(407)), ("dblreq", Some(401)),
+        ("semiuri", Some(200)), ("transports", Some(200)), ("mpart01", Some(405)), ("unreason", None),
+        ("noreason", None), ("badinv01", Some(400)), ("clerr", Some(400)), ("ncl", Some(400)),
+        ("scalar02", Some(400)), ("scalarlg", None), ("quotbal", Some(400)), ("ltgtruri", Some(400)),
+        ("lwsruri", Some(400)), ("lwsstart", Some(400)), ("trws", Some(400)), ("escruri", Some(400)),
+        ("baddate", Some(407)), ("regbadct", Some(400)), ("badaspec", Some(400)), ("baddn", Some(400)),
+        ("badvers", Some(505)), ("mismatch01", Some(400)), ("mismatch02", Some(501)), ("bigcode", None),
+        ("badbranch", Some(200)), ("insuf", Some(400)), ("unkscm", Some(416)), ("novelsc", Some(416)),
+        ("unksm2", Some(401)), ("bext01", Some(420)), ("invut", Some(415)), ("regaut01", Some(401)),
+        ("multi01", Some(400)), ("mcl01", Some(400)), ("bcast", None), ("zeromf", Some(200)),
+        ("cparam01", Some(401)), ("cparam02", Some(401)), ("regescrt", Some(401)), ("sdp01", Some(406)),
+        ("inv2543", Some(407)),
+    ];
+    assert_eq!(expected.len(), 49);
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let mut failures = Vec::new();
+    for (i, (name, want)) in expected.iter().enumerate() {
+        let data = std::fs::read(dir.join(format!("{name}.dat"))).unwrap();
+        let out = core.handle_message(Bytes::from(data), source(0, &format!("192.0.2.1:{}", 6000 + i)), t0);
+        let got = out.first().and_then(|t| SipMessage::parse(t.data.clone()).ok()).and_then(|m| m.status());
+        if got != *want {
+            let reason = out.first().map(|t| String::from_utf8_lossy(&t.data).lines().next().unwrap_or("").to_string());
+            failures.push(format!("{name}: expected {want:?}, got {got:?} {reason:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
