@@ -319,14 +319,11 @@ impl<'a> Uri<'a> {
         if !uri.is_sip() {
             return Ok(uri);
         }
-        let (main, headers) = match rest.find('?') {
-            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
-            None => (rest, None),
-        };
-        uri.headers = headers;
-        let hostpart = match main.find('@') {
-            Some(at) => {
-                let userinfo = &main[..at];
+        // The userinfo ends at the first '@', and may itself hold '?', ';' and '/'
+        // (user-unreserved, RFC 3261 §25.1), so it is split off before the headers.
+        let after_user = match rest.find('@') {
+            Some(at) if rest[..at].bytes().all(is_userinfo_char) => {
+                let userinfo = &rest[..at];
                 let (user, password) = match userinfo.find(':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
@@ -336,10 +333,15 @@ impl<'a> Uri<'a> {
                 }
                 uri.user = Some(user);
                 uri.password = password;
-                &main[at + 1..]
+                &rest[at + 1..]
             }
-            None => main,
+            _ => rest,
         };
+        let (hostpart, headers) = match after_user.find('?') {
+            Some(q) => (&after_user[..q], Some(&after_user[q + 1..])),
+            None => (after_user, None),
+        };
+        uri.headers = headers;
         let pstart = hostpart.find(';').unwrap_or(hostpart.len());
         let (host, port) = parse_hostport(&hostpart[..pstart])?;
         uri.host = host;
@@ -364,6 +366,11 @@ impl<'a> Uri<'a> {
     pub fn transport_param(&self) -> Option<&'a str> {
         self.params.get("transport").flatten()
     }
+}
+
+/// Characters of `userinfo`: unreserved, escaped, user-unreserved and password characters.
+fn is_userinfo_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,;?/:".contains(&c)
 }
 
 /// Decodes `%XX` escapes; malformed escapes are kept as written.
@@ -537,6 +544,12 @@ mod tests {
         assert_eq!((u.host, u.port, u.transport_param()), ("[::1]", Some(5060), Some("tcp")));
         assert!(Uri::parse("sip:user@example.com; lr").is_err());
         assert!(!Uri::parse("soap.beep://192.0.2.103:3002").unwrap().is_sip());
+        // RFC 4475 intmeth: '?', ';' and '/' inside the userinfo.
+        let u = Uri::parse("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com").unwrap();
+        assert_eq!((u.host, u.headers), ("example.com", None));
+        assert_eq!(u.user, Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
+        let u = Uri::parse("sip:user@example.com?Route=%3Csip:example.com%3E").unwrap();
+        assert_eq!((u.host, u.headers), ("example.com", Some("Route=%3Csip:example.com%3E")));
     }
 
     #[test]

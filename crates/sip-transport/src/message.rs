@@ -614,8 +614,17 @@ fn parse_start_line(line: &str, base: usize, fault: &mut Option<&'static str>) -
     let uri_start = base + method.len() + 1;
     if !well_formed {
         fault.get_or_insert("Malformed Request-Line");
-    } else if header::Uri::parse(uri).is_err() {
-        fault.get_or_insert("Malformed Request-URI");
+    } else {
+        match header::Uri::parse(uri) {
+            Err(_) => {
+                fault.get_or_insert("Malformed Request-URI");
+            }
+            // Header fields are not allowed in a Request-URI (RFC 3261 §19.1.5).
+            Ok(u) if u.is_sip() && u.headers.is_some() => {
+                fault.get_or_insert("Request-URI with header fields");
+            }
+            Ok(_) => {}
+        }
     }
     let uri_range = if well_formed { uri_start..uri_start + uri.len() } else { uri_start..uri_start };
     let vstart = uri_start + uri.len() + 1;

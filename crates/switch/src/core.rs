@@ -7,8 +7,7 @@
 //! version -> method/CSeq -> transaction -> method inspection -> loop / hops ->
 //! URI scheme -> Require -> content -> authentication -> dispatch.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,9 +41,10 @@ pub struct SipCore {
     registrar: Registrar<InMemoryLocation>,
     auth: DigestAuthenticator,
     guard: AuthGuard,
-    /// Challenges held back to slow down password guessing, by due time.
-    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
-    delayed_out: std::collections::HashMap<u64, Transmit>,
+    /// Challenges held back to slow down password guessing, by due time (and a
+    /// serial, to keep equal times apart). Bounded by the transaction table: each
+    /// one's transaction stays in Trying until it is sent.
+    delayed: BTreeMap<(Instant, u64), (ServerTxId, Bytes)>,
     delayed_seq: u64,
     next_sweep: Instant,
     stats: CoreStats,
@@ -60,7 +60,7 @@ struct Req<'a> {
 
 impl SipCore {
     pub fn new(settings: CoreSettings, now: Instant) -> Self {
-        let transactions = TransactionLayer::new(settings.timers.clone());
+        let transactions = TransactionLayer::new(settings.timers.clone(), settings.max_transactions);
         let registrar = Registrar::new(InMemoryLocation::default(), settings.registrar.clone());
         let auth = DigestAuthenticator::new(settings.digest.clone(), now);
         let guard = AuthGuard::new(settings.guard.clone());
@@ -70,8 +70,7 @@ impl SipCore {
             registrar,
             auth,
             guard,
-            delayed: BinaryHeap::new(),
-            delayed_out: Default::default(),
+            delayed: BTreeMap::new(),
             delayed_seq: 0,
             next_sweep: now + EXPIRY_SWEEP,
             stats: CoreStats::default(),
@@ -104,8 +103,8 @@ impl SipCore {
         if let Some(tx) = self.transactions.poll_timeout() {
             t = t.min(tx);
         }
-        if let Some(Reverse((d, _))) = self.delayed.peek() {
-            t = t.min(*d);
+        if let Some((due, _)) = self.delayed.keys().next() {
+            t = t.min(*due);
         }
         Some(t)
     }
@@ -117,17 +116,14 @@ impl SipCore {
                 TxEvent::Transmit(t) => out.push(t),
                 TxEvent::ClientTimeout(id) => debug!(?id, "client transaction timed out"),
                 TxEvent::ServerAckTimeout(id) => debug!(?id, "no ACK for final response"),
-                TxEvent::Terminated => {}
             }
         }
-        while let Some(Reverse((due, id))) = self.delayed.peek().copied() {
-            if due > now {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
-            self.delayed.pop();
-            if let Some(t) = self.delayed_out.remove(&id) {
-                out.push(t);
-            }
+            let (tx, data) = entry.remove();
+            out.extend(self.transactions.respond(tx, data, now));
         }
         if now >= self.next_sweep {
             self.next_sweep = now + EXPIRY_SWEEP;
@@ -187,35 +183,35 @@ impl SipCore {
             .unwrap_or(Profile::Internal);
         let req = Req { msg, method, source, profile };
 
-        // Without a usable top Via there is nowhere to send a response.
-        let via = match msg.top_via() {
-            Ok(v) => v,
-            Err(e) => {
-                debug!(remote = %source.remote, error = %e, "dropped request without usable Via");
-                return Vec::new();
-            }
-        };
+        // Without any Via a response could not be matched by the sender: drop. A
+        // malformed one is answered 400 back to where the request came from.
+        if msg.first(HeaderName::Via).is_none() {
+            debug!(remote = %source.remote, "dropped request without Via");
+            return Vec::new();
+        }
+        let via = msg.top_via().ok();
+        let via = via.as_ref();
         if profile == Profile::External && self.settings.trunk_for(source.remote.ip()).is_none() {
             self.stats.acl_rejected += 1;
             debug!(remote = %source.remote, "request on the external profile from no trunk's network");
-            return self.stateless(&req, &via, 403, "Forbidden", &[]);
+            return self.stateless(&req, via, 403, "Forbidden", &[]);
         }
         if let Some(fault) = msg.fault() {
-            return self.stateless(&req, &via, 400, &format!("Bad Request ({fault})"), &[]);
+            return self.stateless(&req, via, 400, &format!("Bad Request ({fault})"), &[]);
         }
         if let Err(e) = key_headers(msg) {
-            return self.stateless(&req, &via, 400, &format!("Bad Request ({e})"), &[]);
+            return self.stateless(&req, via, 400, &format!("Bad Request ({e})"), &[]);
         }
         if !msg.version().eq_ignore_ascii_case("SIP/2.0") {
-            return self.stateless(&req, &via, 505, "Version Not Supported", &[]);
+            return self.stateless(&req, via, 505, "Version Not Supported", &[]);
         }
         // key_headers() checked that CSeq parses.
         let cseq_method = msg.cseq().map(|c| c.method).ok();
         if matches!(method, Method::Extension(_)) {
-            return self.stateless(&req, &via, 501, "Not Implemented", &[("Allow", ALLOW)]);
+            return self.stateless(&req, via, 501, "Not Implemented", &[("Allow", ALLOW)]);
         }
         if cseq_method.as_ref() != Some(method) {
-            return self.stateless(&req, &via, 400, "Bad Request (CSeq method does not match the request method)", &[]);
+            return self.stateless(&req, via, 400, "Bad Request (CSeq method does not match the request method)", &[]);
         }
 
         match self.transactions.on_request(msg, &source, now) {
@@ -232,9 +228,9 @@ impl SipCore {
             RequestOutcome::Overloaded => {
                 self.stats.overloaded += 1;
                 let ra = OVERLOAD_RETRY_AFTER_S.to_string();
-                self.stateless(&req, &via, 503, "Service Unavailable", &[("Retry-After", &ra)])
+                self.stateless(&req, via, 503, "Service Unavailable", &[("Retry-After", &ra)])
             }
-            RequestOutcome::Invalid(reason) => self.stateless(&req, &via, 400, &format!("Bad Request ({reason})"), &[]),
+            RequestOutcome::Invalid(reason) => self.stateless(&req, via, 400, &format!("Bad Request ({reason})"), &[]),
         }
     }
 
@@ -357,14 +353,10 @@ impl SipCore {
         } else {
             (407, "Proxy Authentication Required", HeaderName::ProxyAuthorization, "Proxy-Authenticate")
         };
-        let delay = match self.guard.check(ip, now) {
-            GuardDecision::Refuse { .. } => {
-                self.stats.auth_refused += 1;
-                return Err(self.reply(req, tx, 403, "Forbidden (too many failed authentications)", &[], now));
-            }
-            GuardDecision::Delay(d) => Some(d),
-            GuardDecision::Allow => None,
-        };
+        if let GuardDecision::Refuse { .. } = self.guard.check(ip, now) {
+            self.stats.auth_refused += 1;
+            return Err(self.reply(req, tx, 403, "Forbidden (too many failed authentications)", &[], now));
+        }
         // Of several credentials, the one for our realm counts (RFC 3261 §22.4).
         let mut outcome = None;
         let endpoints = &self.settings.endpoints;
@@ -377,11 +369,9 @@ impl SipCore {
                 break;
             }
         }
+        let mut delay = None;
         let stale = match outcome {
-            Some(AuthOutcome::Ok { username }) => {
-                self.guard.record_success(ip);
-                return Ok(username);
-            }
+            Some(AuthOutcome::Ok { username }) => return Ok(username),
             Some(AuthOutcome::Malformed(why)) => {
                 return Err(self.reply(req, tx, 400, &format!("Bad Request (Malformed {} header: {why})", cred_header.as_str()), &[], now));
             }
@@ -392,6 +382,10 @@ impl SipCore {
                     self.stats.auth_bans += 1;
                     warn!(remote = %req.source.remote, banned_for_s = (until - now).as_secs(), "too many failed authentications: source refused");
                 }
+                // The answer to a wrong guess is held back: guessing gets slow.
+                if let GuardDecision::Delay(d) = self.guard.check(ip, now) {
+                    delay = Some(d);
+                }
                 false
             }
             Some(AuthOutcome::Stale) => true,
@@ -400,17 +394,14 @@ impl SipCore {
         self.stats.challenges += 1;
         let challenges = self.auth.challenge(now, stale);
         let headers: Vec<(&str, &str)> = challenges.iter().map(|c| (challenge_header, c.as_str())).collect();
-        let out = self.reply(req, tx, code, reason, &headers, now);
         match delay {
             Some(d) if !d.is_zero() => {
-                for t in out {
-                    self.delayed_seq += 1;
-                    self.delayed.push(Reverse((now + d, self.delayed_seq)));
-                    self.delayed_out.insert(self.delayed_seq, t);
-                }
+                let data = self.build_response(req, code, reason, &headers);
+                self.delayed_seq += 1;
+                self.delayed.insert((now + d, self.delayed_seq), (tx, data));
                 Err(Vec::new())
             }
-            _ => Err(out),
+            _ => Err(self.reply(req, tx, code, reason, &headers, now)),
         }
     }
 
@@ -473,12 +464,12 @@ impl SipCore {
 
     /// Answers without a transaction: for requests too broken to have one, and for
     /// overload (RFC 3261 §8.2.6: a UAS may respond statelessly).
-    fn stateless(&mut self, req: &Req<'_>, via: &Via<'_>, code: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<Transmit> {
+    fn stateless(&mut self, req: &Req<'_>, via: Option<&Via<'_>>, code: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<Transmit> {
         if *req.method == Method::Ack {
             return Vec::new();
         }
         let data = self.build_response(req, code, reason, extra);
-        let target = response_target(via, &req.source).unwrap_or_else(|| Target::reply_to(&req.source));
+        let target = via.and_then(|v| response_target(v, &req.source)).unwrap_or_else(|| Target::reply_to(&req.source));
         vec![Transmit { target, data }]
     }
 

@@ -128,6 +128,7 @@ fn wrong_password_is_challenged_again_and_guessing_is_refused() {
     let src = source(0, "10.0.0.6:40000");
     let mut now = t0;
     let mut refused = false;
+    let mut delays = Vec::new();
     for i in 0..40u32 {
         let (resp, _) = one(core.handle_message(register("1001", &format!("z9hG4bKa{i}"), 2 * i + 1, None, ""), src, now));
         if resp.status() == Some(403) {
@@ -137,18 +138,25 @@ fn wrong_password_is_challenged_again_and_guessing_is_refused() {
         let challenge = resp.first(HeaderName::WwwAuthenticate).unwrap().to_string();
         let auth = credentials(&challenge, "1001", "wrong", "sip:127.0.0.1", 1);
         let out = core.handle_message(register("1001", &format!("z9hG4bKb{i}"), 2 * i + 2, Some(&auth), ""), src, now);
-        // After a few failures the challenge is held back.
-        let out = if out.is_empty() {
+        // After a few failures the challenge is held back: run the clock until it goes.
+        let held_back = out.is_empty();
+        let sent_at = now;
+        let mut out = out;
+        while out.is_empty() && now < sent_at + Duration::from_secs(10) {
             now = core.poll_timeout().unwrap();
-            core.handle_timeout(now)
-        } else {
-            out
-        };
+            out = core.handle_timeout(now);
+        }
+        if held_back {
+            delays.push(now - sent_at);
+        }
         let (resp, _) = one(out);
         assert!(matches!(resp.status(), Some(401 | 403)), "{:?}", resp.status());
         now += Duration::from_millis(10);
     }
     assert!(refused, "repeated failures end in 403");
+    // free_failures = 3, then 0.5 s more per failure up to 4 s.
+    let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+    assert_eq!(ms, [500, 1000, 1500, 2000, 2500, 3000]);
     assert!(core.stats().auth_bans >= 1);
     assert!(core.banned_sources(now) >= 1);
 }
