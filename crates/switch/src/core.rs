@@ -89,6 +89,11 @@ impl SipCore {
         self.registrar.location()
     }
 
+    /// Addresses of record with bindings, and bindings in all.
+    pub fn registrations(&self) -> (usize, usize) {
+        self.registrar.location().counts()
+    }
+
     pub fn banned_sources(&self, now: Instant) -> usize {
         self.guard.banned_count(now)
     }
@@ -430,7 +435,7 @@ impl SipCore {
         match self.registrar.register(msg, &aor_user, &req.source, now) {
             RegisterOutcome::Ok { contacts } => {
                 self.stats.registrations_ok += 1;
-                debug!(aor = %aor_user, contacts = contacts.len(), remote = %req.source.remote, "registered");
+                debug!(aor = %aor_user, contacts = contacts.len(), transport = %req.source.transport, remote = %req.source.remote, "registered");
                 let headers: Vec<(&str, &str)> = contacts.iter().map(|c| ("Contact", c.as_str())).collect();
                 self.reply(req, tx, 200, "OK", &headers, now)
             }

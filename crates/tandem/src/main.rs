@@ -1,1 +1,199 @@
-fn main() {}
+//! The `tandem` binary: loads the configuration, binds the listeners and runs
+//! the SIP core on one task, fed by the transport's event channel.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use sip_transport::driver::{TransportConfig, TransportEvent, TransportLayer};
+use sip_transport::{Transport, tls};
+use switch::SipCore;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(version, about = "Tandem: a softswitch (SIP trunks and phones, media, IVR, queues)")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, default_value = "conf/tandem.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit (status 0 when it is valid).
+    #[arg(long)]
+    check: bool,
+}
+
+/// Messages handled per wake-up of the core task before timers are looked at again.
+const BATCH: usize = 256;
+/// How often a summary of the core's counters goes to the log (when they changed).
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("tandem: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(mut cfg: Config) -> Result<(), String> {
+    if !cfg.demo_endpoints.is_empty() {
+        warn!(endpoints = %cfg.demo_endpoints.join(","), "demo passwords in use: change them before exposing the switch");
+    }
+    let tls = if cfg.listeners.iter().any(|l| l.transport == Transport::Tls) {
+        let cfg_tls = tls::server_config(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref(), &cfg.data_dir)
+            .map_err(|e| format!("TLS: {e}"))?;
+        Some(cfg_tls)
+    } else {
+        None
+    };
+    let transport_config = TransportConfig {
+        max_message_size: cfg.max_message_size,
+        tls,
+        max_connections: 10_000,
+        idle_timeout: Duration::from_secs(3600),
+        channel_capacity: 65_536,
+    };
+    let (transport, mut events) = TransportLayer::bind(&cfg.listeners, transport_config)
+        .await
+        .map_err(|e| format!("cannot bind the listeners: {e}"))?;
+    // Port 0 in the configuration means "any": the core must know the real one.
+    for (i, l) in cfg.core.listeners.iter_mut().enumerate() {
+        l.addr = transport.local_addr(i);
+        info!(profile = l.profile.as_str(), transport = %l.transport, addr = %l.addr, "listening");
+    }
+
+    let mut core = SipCore::new(cfg.core, Instant::now());
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut next_stats = Instant::now() + STATS_EVERY;
+    let mut logged = String::new();
+    info!("tandem is running");
+    loop {
+        let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1)).min(next_stats);
+        tokio::select! {
+            n = events.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for event in batch.drain(..) {
+                    match event {
+                        TransportEvent::Message { data, source } => {
+                            for t in core.handle_message(data, source, now) {
+                                transport.send(t.target, t.data);
+                            }
+                        }
+                        TransportEvent::FlowClosed(flow) => core.handle_flow_closed(flow),
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                let now = Instant::now();
+                for t in core.handle_timeout(now) {
+                    transport.send(t.target, t.data);
+                }
+                if now >= next_stats {
+                    next_stats = now + STATS_EVERY;
+                    log_stats(&core, &transport, now, &mut logged);
+                }
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("shutting down");
+    log_stats(&core, &transport, Instant::now(), &mut logged);
+    transport.shutdown();
+    Ok(())
+}
+
+/// One log line with the counters, when they changed since the last one.
+fn log_stats(core: &SipCore, transport: &TransportLayer, now: Instant, last: &mut String) {
+    let s = core.stats();
+    let t = transport.stats();
+    let (aors, bindings) = core.registrations();
+    let line = format!(
+        "requests={} responses_in={} challenges={} auth_failures={} auth_bans={} auth_refused={} banned_sources={} \
+registrations_ok={} registrations_expired={} aors={aors} bindings={bindings} transactions={} acl_rejected={} \
+overloaded={} dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} events_dropped={}",
+        s.requests_in.iter().sum::<u64>(),
+        s.responses_in,
+        s.challenges,
+        s.auth_failures,
+        s.auth_bans,
+        s.auth_refused,
+        core.banned_sources(now),
+        s.registrations_ok,
+        s.registrations_expired,
+        core.transaction_count(),
+        s.acl_rejected,
+        s.overloaded,
+        s.dropped_unparseable,
+        t.datagrams_in,
+        t.dropped_oversize,
+        t.connections_open,
+        t.events_dropped,
+    );
+    if line != *last {
+        info!(target: "tandem::stats", "{line}");
+        *last = line;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,446 @@
+//! `conf/tandem.toml`: parsing, defaults and validation. Unknown keys and bad
+//! values are errors that name the file, the line and the key path, e.g.
+//! `conf/tandem.toml:12: sip.t1_ms: must be between 1 and 60000 (got 0)`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dialog_layer::auth::{Algorithm, DigestConfig};
+use dialog_layer::guard::GuardConfig;
+use dialog_layer::registrar::RegistrarConfig;
+use dialog_layer::transaction::TimerConfig;
+use ipnet::IpNet;
+use serde::Deserialize;
+use sip_transport::Transport;
+use sip_transport::driver::ListenerSpec;
+use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};
+use toml::Spanned;
+
+/// A configuration error, already worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// Everything the binary needs, validated.
+#[derive(Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub log_json: bool,
+    pub max_message_size: usize,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Listeners in the order `core.listeners` describes them.
+    pub listeners: Vec<ListenerSpec>,
+    pub core: CoreSettings,
+    /// Endpoints still using their demo password (`demo<ext>`).
+    pub demo_endpoints: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Raw {
+    general: General,
+    log: Log,
+    sip: Sip,
+    tls: Tls,
+    profiles: Profiles,
+    registrar: Registrar,
+    auth: Auth,
+    endpoints: BTreeMap<String, Spanned<Endpoint>>,
+    trunks: BTreeMap<String, Spanned<Trunk>>,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct General {
+    data_dir: PathBuf,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General { data_dir: "data".into() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Log {
+    level: String,
+    format: Spanned<String>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into(), format: unspanned("text".into()) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Sip {
+    realm: String,
+    user_agent: String,
+    max_message_size: Spanned<u64>,
+    t1_ms: Spanned<u64>,
+    t2_ms: Spanned<u64>,
+    t4_ms: Spanned<u64>,
+    max_transactions: Spanned<u64>,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            realm: "tandem".into(),
+            user_agent: "Tandem".into(),
+            max_message_size: unspanned(65536),
+            t1_ms: unspanned(500),
+            t2_ms: unspanned(4000),
+            t4_ms: unspanned(5000),
+            max_transactions: unspanned(1_000_000),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Tls {
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Profiles {
+    internal: Listeners,
+    external: Listeners,
+}
+
+impl Default for Profiles {
+    fn default() -> Self {
+        let addrs = |port: u16| vec![SocketAddr::from(([127, 0, 0, 1], port)), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))];
+        Profiles {
+            internal: Listeners { udp: addrs(5060), tcp: addrs(5060), tls: addrs(5061) },
+            external: Listeners { udp: addrs(5080), tcp: addrs(5080), tls: Vec::new() },
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Listeners {
+    udp: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+    tls: Vec<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Registrar {
+    min_expires: Spanned<u64>,
+    max_expires: Spanned<u64>,
+    default_expires: Spanned<u64>,
+    max_contacts: Spanned<u64>,
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar {
+            min_expires: unspanned(60),
+            max_expires: unspanned(3600),
+            default_expires: unspanned(3600),
+            max_contacts: unspanned(10),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Auth {
+    algorithms: Spanned<Vec<String>>,
+    nonce_lifetime_s: Spanned<u64>,
+    max_tracked_nonces: Spanned<u64>,
+    free_failures: Spanned<u64>,
+    delay_step_ms: Spanned<u64>,
+    max_delay_ms: Spanned<u64>,
+    ban_after: Spanned<u64>,
+    window_s: Spanned<u64>,
+    ban_s: Spanned<u64>,
+    max_tracked_sources: Spanned<u64>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            algorithms: unspanned(vec!["SHA-256".into(), "MD5".into()]),
+            nonce_lifetime_s: unspanned(300),
+            max_tracked_nonces: unspanned(1_000_000),
+            free_failures: unspanned(3),
+            delay_step_ms: unspanned(500),
+            max_delay_ms: unspanned(4000),
+            ban_after: unspanned(10),
+            window_s: unspanned(60),
+            ban_s: unspanned(300),
+            max_tracked_sources: unspanned(100_000),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Endpoint {
+    password: Option<String>,
+    password_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trunk {
+    networks: Vec<IpNet>,
+}
+
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+
+/// Turns byte offsets into `file:line:` prefixes.
+struct Source<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&c| c == b'\n').count() + 1
+    }
+
+    fn err<T>(&self, value: &Spanned<T>, path: &str, why: impl Display) -> ConfigError {
+        ConfigError(format!("{}:{}: {path}: {why}", self.file.display(), self.line(value.span().start)))
+    }
+
+    /// A number within bounds; the error names the key and the bounds.
+    fn range(&self, value: &Spanned<u64>, path: &str, lo: u64, hi: u64) -> Result<u64, ConfigError> {
+        let v = *value.get_ref();
+        if v < lo || v > hi {
+            return Err(self.err(value, path, format!("must be between {lo} and {hi} (got {v})")));
+        }
+        Ok(v)
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: Raw = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| Source { file: path, text }.line(s.start)).unwrap_or(1);
+        // toml's message starts with its own "TOML parse error at line..." block; keep its last lines.
+        let msg = e.message().trim().to_string();
+        ConfigError(format!("{}:{line}: {msg}", path.display()))
+    })?;
+    let src = Source { file: path, text };
+
+    let format = raw.log.format.get_ref().as_str();
+    if !matches!(format, "text" | "json") {
+        return Err(src.err(&raw.log.format, "log.format", format!("must be \"text\" or \"json\" (got \"{format}\")")));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        return Err(ConfigError(format!("{}: log.level: {e}", path.display())));
+    }
+
+    let sip = &raw.sip;
+    let max_message_size = src.range(&sip.max_message_size, "sip.max_message_size", 1500, 1 << 20)? as usize;
+    let t1 = src.range(&sip.t1_ms, "sip.t1_ms", 1, 60_000)?;
+    let t2 = src.range(&sip.t2_ms, "sip.t2_ms", t1, 600_000)?;
+    let t4 = src.range(&sip.t4_ms, "sip.t4_ms", 1, 600_000)?;
+    let max_transactions = src.range(&sip.max_transactions, "sip.max_transactions", 1, 100_000_000)? as usize;
+    if sip.realm.is_empty() || sip.realm.contains(['"', '\\', '\r', '\n']) {
+        return Err(ConfigError(format!("{}: sip.realm: must be non-empty, without quotes, backslashes or line breaks", path.display())));
+    }
+    if sip.user_agent.contains(['\r', '\n']) {
+        return Err(ConfigError(format!("{}: sip.user_agent: must not contain line breaks", path.display())));
+    }
+
+    let reg = &raw.registrar;
+    let min_expires = src.range(&reg.min_expires, "registrar.min_expires", 1, 86_400)?;
+    let max_expires = src.range(&reg.max_expires, "registrar.max_expires", min_expires, 86_400 * 7)?;
+    let default_expires = src.range(&reg.default_expires, "registrar.default_expires", min_expires, max_expires)?;
+    let max_contacts = src.range(&reg.max_contacts, "registrar.max_contacts", 1, 1000)? as usize;
+
+    let auth = &raw.auth;
+    let mut algorithms = Vec::new();
+    for name in auth.algorithms.get_ref() {
+        match Algorithm::parse(name) {
+            Some(a) if !algorithms.contains(&a) => algorithms.push(a),
+            Some(_) => return Err(src.err(&auth.algorithms, "auth.algorithms", format!("\"{name}\" is listed twice"))),
+            None => {
+                return Err(src.err(&auth.algorithms, "auth.algorithms", format!("unknown algorithm \"{name}\" (known: \"SHA-256\", \"MD5\")")));
+            }
+        }
+    }
+    if algorithms.is_empty() {
+        return Err(src.err(&auth.algorithms, "auth.algorithms", "must name at least one algorithm"));
+    }
+    let secs = |v: u64| Duration::from_secs(v);
+    let millis = |v: u64| Duration::from_millis(v);
+    let digest = DigestConfig {
+        realm: sip.realm.clone(),
+        nonce_lifetime: secs(src.range(&auth.nonce_lifetime_s, "auth.nonce_lifetime_s", 10, 86_400)?),
+        algorithms,
+        max_tracked_nonces: src.range(&auth.max_tracked_nonces, "auth.max_tracked_nonces", 1, 100_000_000)? as usize,
+    };
+    let free_failures = src.range(&auth.free_failures, "auth.free_failures", 0, 1000)? as u32;
+    let guard = GuardConfig {
+        free_failures,
+        delay_step: millis(src.range(&auth.delay_step_ms, "auth.delay_step_ms", 0, 60_000)?),
+        max_delay: millis(src.range(&auth.max_delay_ms, "auth.max_delay_ms", 0, 60_000)?),
+        ban_after: src.range(&auth.ban_after, "auth.ban_after", free_failures.max(1) as u64, 1_000_000)? as u32,
+        window: secs(src.range(&auth.window_s, "auth.window_s", 1, 86_400)?),
+        ban_for: secs(src.range(&auth.ban_s, "auth.ban_s", 1, 86_400 * 30)?),
+        max_tracked: src.range(&auth.max_tracked_sources, "auth.max_tracked_sources", 1, 100_000_000)? as usize,
+    };
+
+    let tls_cert = raw.tls.cert.as_ref().map(|c| c.get_ref().clone());
+    let tls_key = raw.tls.key.as_ref().map(|k| k.get_ref().clone());
+    match (&raw.tls.cert, &raw.tls.key) {
+        (Some(c), None) => return Err(src.err(c, "tls.key", "must be set when tls.cert is")),
+        (None, Some(k)) => return Err(src.err(k, "tls.cert", "must be set when tls.key is")),
+        _ => {}
+    }
+
+    let mut listeners = Vec::new();
+    let mut infos = Vec::new();
+    for (profile, l) in [(Profile::Internal, &raw.profiles.internal), (Profile::External, &raw.profiles.external)] {
+        for (transport, addrs) in [(Transport::Udp, &l.udp), (Transport::Tcp, &l.tcp), (Transport::Tls, &l.tls)] {
+            for &addr in addrs {
+                let key = format!("profiles.{}.{}", profile.as_str(), transport.as_str().to_ascii_lowercase());
+                if let Some(other) = infos.iter().find(|i: &&ListenerInfo| i.addr == addr && i.transport.is_reliable() == transport.is_reliable()) {
+                    return Err(ConfigError(format!(
+                        "{}: {key}: {addr} is already used by the {} {} listener",
+                        path.display(),
+                        other.profile.as_str(),
+                        other.transport
+                    )));
+                }
+                listeners.push(ListenerSpec { transport, addr });
+                infos.push(ListenerInfo { profile, transport, addr });
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(ConfigError(format!("{}: profiles: no listener configured", path.display())));
+    }
+
+    let mut endpoints = HashMap::new();
+    let mut demo_endpoints = Vec::new();
+    for (id, ep) in &raw.endpoints {
+        let key = format!("endpoints.{id}");
+        if id.is_empty() || !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c)) {
+            return Err(src.err(ep, &key, "is not a valid SIP user name"));
+        }
+        let password = match (&ep.get_ref().password, &ep.get_ref().password_env) {
+            (Some(p), None) => p.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| src.err(ep, &format!("{key}.password_env"), format!("environment variable {var} is not set")))?,
+            _ => return Err(src.err(ep, &key, "needs exactly one of password or password_env")),
+        };
+        if password.is_empty() {
+            return Err(src.err(ep, &format!("{key}.password"), "must not be empty"));
+        }
+        if password == format!("demo{id}") {
+            demo_endpoints.push(id.clone());
+        }
+        endpoints.insert(id.clone(), EndpointSettings { password });
+    }
+
+    let mut trunks = Vec::new();
+    for (name, t) in &raw.trunks {
+        if t.get_ref().networks.is_empty() {
+            return Err(src.err(t, &format!("trunks.{name}.networks"), "must list at least one network"));
+        }
+        trunks.push(TrunkSettings { name: name.clone(), networks: t.get_ref().networks.clone() });
+    }
+
+    Ok(Config {
+        data_dir: raw.general.data_dir,
+        log_level: raw.log.level,
+        log_json: format == "json",
+        max_message_size,
+        tls_cert,
+        tls_key,
+        listeners,
+        core: CoreSettings {
+            user_agent: sip.user_agent.clone(),
+            listeners: infos,
+            endpoints,
+            trunks,
+            timers: TimerConfig { t1: millis(t1), t2: millis(t2), t4: millis(t4) },
+            max_transactions,
+            digest,
+            guard,
+            registrar: RegistrarConfig {
+                min_expires: min_expires as u32,
+                max_expires: max_expires as u32,
+                default_expires: default_expires as u32,
+                max_contacts,
+            },
+        },
+        demo_endpoints,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_default_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml");
+        let c = load(&path).unwrap();
+        assert_eq!(c.core.endpoints.len(), 10);
+        assert_eq!(c.demo_endpoints.len(), 10);
+        assert!(c.core.trunk_for("127.0.0.1".parse().unwrap()).is_some());
+        assert!(c.core.trunk_for("::1".parse().unwrap()).is_some());
+        assert!(c.listeners.iter().any(|l| l.transport == Transport::Tls));
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let c = parse(Path::new("t.toml"), "").unwrap();
+        assert_eq!(c.core.timers, TimerConfig::default());
+        assert_eq!(c.listeners.len(), 8);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        assert_eq!(err("[sip]\nrealm = \"x\"\nt1_ms = 0\n"), "t.toml:3: sip.t1_ms: must be between 1 and 60000 (got 0)");
+        let e = err("[sip]\nt1_msec = 5\n");
+        assert!(e.starts_with("t.toml:2:") && e.contains("t1_msec"), "{e}");
+        let e = err("[profiles.internal]\nudp = [\"127.0.0.1\"]\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        let e = err("[trunks.carrier]\nnetworks = [\"10.0.0.0/33\"]\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        assert_eq!(
+            err("[auth]\nalgorithms = [\"SHA-512\"]\n"),
+            "t.toml:2: auth.algorithms: unknown algorithm \"SHA-512\" (known: \"SHA-256\", \"MD5\")"
+        );
+        assert_eq!(err("[endpoints]\n2001 = {}\n"), "t.toml:2: endpoints.2001: needs exactly one of password or password_env");
+        assert_eq!(
+            err("[endpoints]\n2001 = { password_env = \"TANDEM_TEST_UNSET_VAR\" }\n"),
+            "t.toml:2: endpoints.2001.password_env: environment variable TANDEM_TEST_UNSET_VAR is not set"
+        );
+        assert_eq!(err("[tls]\ncert = \"a.pem\"\n"), "t.toml:2: tls.key: must be set when tls.cert is");
+        let e = err("[profiles.internal]\nudp = [\"127.0.0.1:5060\"]\n[profiles.external]\nudp = [\"127.0.0.1:5060\"]\ntcp = []\n");
+        assert!(e.contains("profiles.external.udp: 127.0.0.1:5060 is already used by the internal UDP listener"), "{e}");
+        assert_eq!(err("[log]\nformat = \"xml\"\n"), "t.toml:2: log.format: must be \"text\" or \"json\" (got \"xml\")");
+    }
+}
