@@ -367,7 +367,7 @@ impl SipCore {
         let endpoints = &self.settings.endpoints;
         let lookup = |u: &str| endpoints.get(u).map(|e| e.password.clone());
         for value in req.msg.header_values(cred_header) {
-            let o = self.auth.verify(value, req.method.as_str(), req.msg.request_uri().unwrap_or(""), &lookup, now);
+            let o = self.auth.verify(value, req.method.as_str(), &lookup, now);
             let done = !matches!(o, AuthOutcome::WrongRealm | AuthOutcome::NotDigest);
             outcome = Some(o);
             if done {

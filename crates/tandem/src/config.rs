@@ -319,7 +319,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         for (transport, addrs) in [(Transport::Udp, &l.udp), (Transport::Tcp, &l.tcp), (Transport::Tls, &l.tls)] {
             for &addr in addrs {
                 let key = format!("profiles.{}.{}", profile.as_str(), transport.as_str().to_ascii_lowercase());
-                if let Some(other) = infos.iter().find(|i: &&ListenerInfo| i.addr == addr && i.transport.is_reliable() == transport.is_reliable()) {
+                // Port 0 ("any free port") never collides.
+                let same = |i: &&ListenerInfo| {
+                    addr.port() != 0 && i.addr == addr && i.transport.is_reliable() == transport.is_reliable()
+                };
+                if let Some(other) = infos.iter().find(same) {
                     return Err(ConfigError(format!(
                         "{}: {key}: {addr} is already used by the {} {} listener",
                         path.display(),
@@ -417,7 +421,7 @@ mod tests {
     fn an_empty_file_is_the_defaults() {
         let c = parse(Path::new("t.toml"), "").unwrap();
         assert_eq!(c.core.timers, TimerConfig::default());
-        assert_eq!(c.listeners.len(), 8);
+        assert_eq!(c.listeners.len(), 10);
     }
 
     #[test]
