@@ -13,13 +13,9 @@ fn creds<'a>(user: &'a str, password: &'a str) -> [&'a str; 6] {
     ["-s", user, "-au", user, "-ap", password]
 }
 
-/// Digest challenges the way SIPp 3.6 understands them (it knows MD5 only and reads
-/// the first challenge); SHA-256 is tested with baresip and in the unit tests.
-const MD5_ONLY: &str = "[auth]\nalgorithms = [\"MD5\"]\n";
-
 #[test]
 fn register_is_challenged_then_accepted_on_every_transport() {
-    let switch = Switch::start("register", &format!("{ENDPOINTS}{MD5_ONLY}"));
+    let switch = Switch::start("register", ENDPOINTS);
     sipp_ok("register_auth.xml", switch.addr("internal", "udp", false), "u1", &creds("1001", "demo1001"));
     sipp_ok("register_auth.xml", switch.addr("internal", "udp", true), "u1", &creds("1002", "demo1002"));
     sipp_ok("register_auth.xml", switch.addr("internal", "tcp", false), "t1", &creds("1003", "demo1003"));
@@ -34,8 +30,14 @@ fn register_is_challenged_then_accepted_on_every_transport() {
 }
 
 #[test]
+fn sha256_is_offered_first_when_configured() {
+    let switch = Switch::start("sha256", &format!("{ENDPOINTS}[auth]\nalgorithms = [\"SHA-256\", \"MD5\"]\n"));
+    sipp_ok("register_challenge.xml", switch.addr("internal", "udp", false), "u1", &["-s", "1001"]);
+}
+
+#[test]
 fn wrong_password_is_refused_and_guessing_gets_the_source_banned() {
-    let extra = format!("{ENDPOINTS}{MD5_ONLY}free_failures = 0\ndelay_step_ms = 0\nban_after = 3\n");
+    let extra = format!("{ENDPOINTS}[auth]\nfree_failures = 0\ndelay_step_ms = 0\nban_after = 3\n");
     let switch = Switch::start("guess", &extra);
     let udp = switch.addr("internal", "udp", false);
     for _ in 0..3 {
@@ -52,14 +54,14 @@ fn wrong_password_is_refused_and_guessing_gets_the_source_banned() {
 
 #[test]
 fn unregister_removes_every_binding() {
-    let switch = Switch::start("unregister", &format!("{ENDPOINTS}{MD5_ONLY}"));
+    let switch = Switch::start("unregister", ENDPOINTS);
     sipp_ok("register_unregister.xml", switch.addr("internal", "udp", false), "u1", &creds("1001", "demo1001"));
     sipp_ok("register_unregister.xml", switch.addr("internal", "tcp", false), "t1", &creds("1002", "demo1002"));
 }
 
 #[test]
 fn a_registration_expires_on_time() {
-    let extra = format!("{ENDPOINTS}{MD5_ONLY}[registrar]\nmin_expires = 1\n");
+    let extra = format!("{ENDPOINTS}[registrar]\nmin_expires = 1\n");
     let switch = Switch::start("expire", &extra);
     sipp_ok("register_expire.xml", switch.addr("internal", "udp", false), "u1", &creds("1001", "demo1001"));
     assert!(switch.wait_for_log(&["registration expired", "1001"], Duration::from_secs(2)));

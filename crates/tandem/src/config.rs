@@ -175,7 +175,9 @@ struct Auth {
 impl Default for Auth {
     fn default() -> Self {
         Auth {
-            algorithms: unspanned(vec!["SHA-256".into(), "MD5".into()]),
+            // MD5 only by default: clients that predate RFC 8760 (SIPp 3.6, baresip 1.0)
+            // fail on any SHA-256 challenge instead of skipping it.
+            algorithms: unspanned(vec!["MD5".into()]),
             nonce_lifetime_s: unspanned(300),
             max_tracked_nonces: unspanned(1_000_000),
             free_failures: unspanned(3),
