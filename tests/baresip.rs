@@ -14,6 +14,7 @@ use common::{ENDPOINTS, Switch};
 
 /// Starts baresip with one account and returns it with a channel of its output lines.
 fn baresip(dir: &std::path::Path, account: &str) -> (Child, mpsc::Receiver<String>) {
+    common::require_tool("baresip", "baresip-core");
     // A free local port for baresip's own listener.
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     std::fs::create_dir_all(dir).unwrap();

@@ -165,6 +165,31 @@ impl Drop for Switch {
     }
 }
 
+/// Makes sure a peer program is on the machine: a test that needs a tool
+/// installs it (Debian package, as root) rather than skipping.
+pub fn require_tool(binary: &str, package: &str) {
+    static APT: Mutex<bool> = Mutex::new(false); // whether `apt-get update` ran
+    let present = || Command::new("sh").arg("-c").arg(format!("command -v {binary}")).output().is_ok_and(|o| o.status.success());
+    if present() {
+        return;
+    }
+    let mut updated = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if present() {
+        return;
+    }
+    if !*updated {
+        let ok = Command::new("apt-get").args(["update", "-qq"]).status().is_ok_and(|s| s.success());
+        assert!(ok, "{binary} is missing and `apt-get update` failed: install the Debian package {package}");
+        *updated = true;
+    }
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok && present(), "{binary} is missing and could not be installed: install the Debian package {package}");
+}
+
 pub fn sipp_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
 }
@@ -172,6 +197,7 @@ pub fn sipp_dir() -> PathBuf {
 /// Runs one SIPp scenario to completion; returns whether every call succeeded,
 /// with SIPp's output for the failure message.
 pub fn sipp(scenario: &str, target: SocketAddr, transport: &str, args: &[&str]) -> (bool, String) {
+    require_tool("sipp", "sip-tester");
     let local_ip = if target.is_ipv6() { "::1" } else { "127.0.0.1" };
     let dir = unique_dir("sipp");
     let mut cmd = Command::new("sipp");
@@ -213,6 +239,7 @@ pub struct TlsTunnel {
 
 impl TlsTunnel {
     pub fn start(tls_target: SocketAddr) -> TlsTunnel {
+        require_tool("socat", "socat");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("socat")
             .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
