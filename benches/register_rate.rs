@@ -30,13 +30,14 @@ fn main() {
     for i in 0..users {
         let user = 100_000 + i;
         let _ = writeln!(extra, "{user} = {{ password = \"pw{user}\" }}");
-        let _ = writeln!(csv, "{user};pw{user}");
+        let _ = writeln!(csv, "{user};[authentication username={user} password=pw{user}]");
     }
     let switch = common::Switch::start_logging("register-rate", "warn,tandem=info", &extra);
     let target = switch.addr("internal", "udp", false);
     let csv_path = switch.dir.join("users.csv");
     std::fs::write(&csv_path, csv).unwrap();
 
+    let cpu_before = switch.cpu_time();
     let started = Instant::now();
     let out = Command::new("sipp")
         .current_dir(&switch.dir)
@@ -51,6 +52,7 @@ fn main() {
         .output()
         .expect("run sipp (Debian package sip-tester)");
     let elapsed = started.elapsed();
+    let cpu = switch.cpu_time() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     let count = |label: &str| -> u64 {
         text.lines()
@@ -62,9 +64,11 @@ fn main() {
     let (ok, failed) = (count("Successful call"), count("Failed call"));
     println!(
         "register_rate: {ok} authenticated registrations ({failed} failed) in {:.2} s = {:.0} registrations/s \
-(offered {rate}/s, {users} users, UDP loopback)",
+(offered {rate}/s, {users} users, UDP loopback); tandem used {:.2} s of CPU = {:.1} us per registration",
         elapsed.as_secs_f64(),
-        ok as f64 / elapsed.as_secs_f64()
+        ok as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / ok.max(1) as f64
     );
     switch.stop();
 }

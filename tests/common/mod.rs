@@ -123,6 +123,16 @@ tcp = ["127.0.0.1:0"]
             .unwrap_or_else(|| panic!("no {profile} {transport} listener (v6: {v6})"))
     }
 
+    /// CPU time the switch process has used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
