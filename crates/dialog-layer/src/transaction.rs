@@ -15,7 +15,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_transport::header::split_commas;
+use sip_transport::header::split_first_comma;
 use sip_transport::transport::response_target;
 use sip_transport::{HeaderName, Method, SipMessage, Source, Target};
 
@@ -275,8 +275,8 @@ impl TransactionLayer {
         }
         let top_via = msg
             .first(HeaderName::Via)
-            .and_then(|v| split_commas(v).ok())
-            .and_then(|v| v.first().map(|s| Box::<str>::from(*s)))
+            .and_then(|v| split_first_comma(v).ok())
+            .map(|(top, _)| Box::<str>::from(top))
             .ok_or("no usable Via")?;
         Ok(ServerKey::Rfc2543 {
             uri: msg.request_uri().unwrap_or("").into(),
@@ -628,7 +628,7 @@ impl TransactionLayer {
 fn build_ack(request: &Bytes, response: &SipMessage) -> Option<Bytes> {
     let req = SipMessage::parse(request.clone()).ok()?;
     let mut w = sip_transport::MessageWriter::request(&Method::Ack, req.request_uri()?);
-    let top_via = req.first(HeaderName::Via).and_then(|v| split_commas(v).ok()).and_then(|v| v.first().copied())?;
+    let (top_via, _) = req.first(HeaderName::Via).and_then(|v| split_first_comma(v).ok())?;
     w.header("Via", top_via);
     for route in req.header_values(HeaderName::Route) {
         w.header("Route", route);

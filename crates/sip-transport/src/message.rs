@@ -311,7 +311,7 @@ impl SipMessage {
         let mut content_length: Option<usize> = None;
         while let Some((line, off)) = lines.next() {
             let off = start + off;
-            let Some(colon) = line.find(':') else {
+            let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
                 fault.get_or_insert("Malformed header line");
                 continue;
             };
@@ -479,7 +479,7 @@ impl SipMessage {
     /// The topmost Via value.
     pub fn top_via(&self) -> Result<Via<'_>, HeaderError> {
         let first = self.first(HeaderName::Via).ok_or(HeaderError::Missing("Via"))?;
-        let top = header::split_commas(first).map_err(|e| HeaderError::Malformed("Via", e))?[0];
+        let (top, _) = header::split_first_comma(first).map_err(|e| HeaderError::Malformed("Via", e))?;
         Via::parse(top).map_err(|e| HeaderError::Malformed("Via", e))
     }
 
