@@ -582,8 +582,13 @@ fn trim_cr(s: &str) -> &str {
     s.strip_suffix('\r').unwrap_or(s)
 }
 
+/// `SIP/` in any case; compared as bytes, since the line may hold any UTF-8.
+fn starts_with_sip_slash(s: &str) -> bool {
+    s.as_bytes().get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+}
+
 fn parse_start_line(line: &str, base: usize, fault: &mut Option<&'static str>) -> Result<StartLine, ParseError> {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if starts_with_sip_slash(line) {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let (version, rest) = line.split_once(' ').ok_or(ParseError::BadStartLine)?;
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -609,8 +614,7 @@ fn parse_start_line(line: &str, base: usize, fault: &mut Option<&'static str>) -
     let version = parts.next().unwrap_or("");
     let well_formed = parts.next().is_none()
         && !uri.is_empty()
-        && version.len() >= 4
-        && version[..4].eq_ignore_ascii_case("SIP/");
+        && starts_with_sip_slash(version);
     let uri_start = base + method.len() + 1;
     if !well_formed {
         fault.get_or_insert("Malformed Request-Line");
@@ -686,6 +690,9 @@ v=0\r\nextra";
         assert_eq!(parse("INVITE <sip:a@b> SIP/2.0\r\n\r\n").fault(), Some("Malformed Request-URI"));
         assert!(SipMessage::parse(Bytes::from_static(b"SIP/2.0 4294967301 big\r\n\r\n")).is_err());
         assert!(SipMessage::parse(Bytes::from_static(b"\r\n\r\n")).is_err());
+        // Found by the fuzzer: a multi-byte character across byte 4 of the start line.
+        assert!(SipMessage::parse(Bytes::from("SI\u{feff} x\r\n\r\n".as_bytes())).is_err());
+        assert!(parse("OPTIONS sip:a@b SI\u{feff}\r\n\r\n").fault().is_some());
         assert!(SipMessage::parse(Bytes::from_static(b"INVITE sip:a@b SIP/2.0\r\nVia: x")).is_err());
     }
 
