@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use sip_transport::header::{NameAddr, Uri, parse_delta_seconds};
-use sip_transport::{FlowId, HeaderName, SipMessage, Source};
+use sip_transport::{FlowId, HeaderName, SipMessage, Source, Target};
 
 #[derive(Clone, Debug)]
 pub struct RegistrarConfig {
@@ -38,6 +38,13 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// Where requests to this contact go: back along the path the REGISTER came
+    /// (its connection while open, else its source address and port), which
+    /// reaches phones behind NAT that the Contact URI would not.
+    pub fn target(&self) -> Target {
+        Target::reply_to(&self.source)
+    }
+
     /// The Contact header value for a 200 to REGISTER: `<uri>;expires=N[;q=0.5]`.
     pub fn to_header(&self, now: Instant) -> String {
         let left = self.expires_at.saturating_duration_since(now).as_secs();
@@ -378,6 +385,9 @@ From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: {call_i
         let r = Registrar::new(InMemoryLocation::default(), config());
         ok(r.register(&reg("a", 1, "Contact: <sip:1001@192.0.2.5;transport=tcp>\r\n"), "1001", &source(Some(9)), t0));
         ok(r.register(&reg("b", 1, "Contact: <sip:1001@192.0.2.7>\r\n"), "1001", &source(None), t0));
+        // Requests to the TCP contact reuse its connection.
+        let tcp = r.location().bindings("1001", t0).into_iter().find(|b| b.source.flow.is_some()).unwrap();
+        assert_eq!((tcp.target().flow, tcp.target().transport), (Some(FlowId(9)), Transport::Tcp));
         let gone = r.location().remove_flow(FlowId(9));
         assert_eq!(gone.len(), 1);
         assert_eq!(r.location().bindings("1001", t0).len(), 1);
