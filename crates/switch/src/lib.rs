@@ -2,6 +2,7 @@
 //! registrar and authentication glue) and, as calls arrive, the B2BUA.
 
 pub mod core;
+pub mod dialplan;
 pub mod settings;
 pub mod stats;
 
