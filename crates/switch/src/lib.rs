@@ -1,6 +1,7 @@
 //! `switch`: the SIP core service (request dispatch, profiles and ACLs, the
 //! registrar and authentication glue) and, as calls arrive, the B2BUA.
 
+pub mod cdr;
 pub mod core;
 pub mod dialplan;
 pub mod settings;
