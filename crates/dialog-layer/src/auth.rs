@@ -81,7 +81,6 @@ pub enum AuthOutcome {
 }
 
 /// The parameters of one `Digest` credentials value.
-#[derive(Default)]
 struct Credentials<'a> {
     username: Option<std::borrow::Cow<'a, str>>,
     realm: Option<std::borrow::Cow<'a, str>>,
@@ -94,34 +93,90 @@ struct Credentials<'a> {
     nc: Option<&'a str>,
 }
 
+/// The `name=value` parameters of a `Digest` challenge or credentials value;
+/// `Ok(None)` for another scheme.
+struct DigestParams<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> DigestParams<'a> {
+    fn parse(value: &'a str) -> Result<Option<DigestParams<'a>>, &'static str> {
+        let value = value.trim_start();
+        let scheme_end = value.find([' ', '\t', '\r', '\n']).unwrap_or(value.len());
+        if !value[..scheme_end].eq_ignore_ascii_case("Digest") {
+            return Ok(None);
+        }
+        let mut params = Vec::new();
+        for item in split_commas(&value[scheme_end..])? {
+            if item.is_empty() {
+                continue;
+            }
+            let (name, v) = item.split_once('=').ok_or("parameter without value")?;
+            params.push((name.trim(), v.trim()));
+        }
+        Ok(Some(DigestParams(params)))
+    }
+
+    /// The value as written (quotes kept).
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+
+    /// The value with quotes and escapes removed.
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+        self.raw(name).map(unquote)
+    }
+}
+
 fn parse_credentials(value: &str) -> Result<Option<Credentials<'_>>, &'static str> {
-    let value = value.trim_start();
-    let scheme_end = value.find([' ', '\t', '\r', '\n']).unwrap_or(value.len());
-    if !value[..scheme_end].eq_ignore_ascii_case("Digest") {
-        return Ok(None);
-    }
-    let mut c = Credentials::default();
-    for item in split_commas(&value[scheme_end..])? {
-        if item.is_empty() {
-            continue;
+    let Some(p) = DigestParams::parse(value)? else { return Ok(None) };
+    Ok(Some(Credentials {
+        username: p.get("username"),
+        realm: p.get("realm"),
+        nonce: p.get("nonce"),
+        uri: p.get("uri"),
+        response: p.get("response"),
+        algorithm: p.raw("algorithm").map(|a| a.trim_matches('"')),
+        cnonce: p.get("cnonce"),
+        qop: p.get("qop"),
+        nc: p.raw("nc"),
+    }))
+}
+
+/// Answers a server's challenges as a client (RFC 8760 §2.4: the first challenge
+/// with an algorithm we support), for requests we send to a trunk. Returns the
+/// Authorization / Proxy-Authorization value. `nc` counts our uses of the nonce.
+pub fn answer_challenge(challenges: &[&str], method: &str, uri: &str, username: &str, password: &str, nc: u32) -> Result<String, &'static str> {
+    let mut chosen = None;
+    for c in challenges {
+        let Ok(Some(p)) = DigestParams::parse(c) else { continue };
+        let algorithm = match p.raw("algorithm").map(|a| a.trim_matches('"')) {
+            None => Some(Algorithm::Md5),
+            Some(a) => Algorithm::parse(a),
+        };
+        if let Some(a) = algorithm {
+            chosen = Some((p, a));
+            break;
         }
-        let (name, v) = item.split_once('=').ok_or("parameter without value")?;
-        let (name, raw) = (name.trim(), v.trim());
-        let v = unquote(raw);
-        match name.to_ascii_lowercase().as_str() {
-            "username" => c.username = Some(v),
-            "realm" => c.realm = Some(v),
-            "nonce" => c.nonce = Some(v),
-            "uri" => c.uri = Some(v),
-            "response" => c.response = Some(v),
-            "algorithm" => c.algorithm = Some(raw.trim_matches('"')),
-            "cnonce" => c.cnonce = Some(v),
-            "qop" => c.qop = Some(v),
-            "nc" => c.nc = Some(raw),
-            _ => {}
-        }
     }
-    Ok(Some(c))
+    let (p, algorithm) = chosen.ok_or("no digest challenge with a supported algorithm")?;
+    let realm = p.get("realm").ok_or("challenge without realm")?;
+    let nonce = p.get("nonce").ok_or("challenge without nonce")?;
+    let qop_auth = p.get("qop").is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth")));
+    let ha1 = algorithm.hex(&[username, &realm, password]);
+    let ha2 = algorithm.hex(&[method, uri]);
+    let mut out = format!("Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\"");
+    if qop_auth {
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let nc = format!("{nc:08x}");
+        let response = algorithm.hex(&[&ha1, &nonce, &nc, &cnonce, "auth", &ha2]);
+        let _ = write!(out, ", response=\"{response}\", algorithm={}, cnonce=\"{cnonce}\", qop=auth, nc={nc}", algorithm.name());
+    } else {
+        let response = algorithm.hex(&[&ha1, &nonce, &ha2]);
+        let _ = write!(out, ", response=\"{response}\", algorithm={}", algorithm.name());
+    }
+    if let Some(opaque) = p.raw("opaque") {
+        let _ = write!(out, ", opaque={opaque}");
+    }
+    Ok(out)
 }
 
 /// The serial and issue time of a nonce, once its seal checks.
@@ -381,6 +436,25 @@ mod tests {
         for c in &chs[..2] {
             assert_eq!(a.verify(&answer(c, Algorithm::Md5, "secret", 1), "REGISTER", &pw, t0), AuthOutcome::Stale);
         }
+    }
+
+    #[test]
+    fn our_client_answers_our_server() {
+        let t0 = Instant::now();
+        for algorithms in [vec![Algorithm::Sha256, Algorithm::Md5], vec![Algorithm::Md5]] {
+            let mut server = DigestAuthenticator::new(config(algorithms.clone()), t0);
+            let challenges = server.challenge(t0, false);
+            let refs: Vec<&str> = challenges.iter().map(String::as_str).collect();
+            let answer = answer_challenge(&refs, "REGISTER", URI, "1001", "secret", 1).unwrap();
+            assert!(answer.contains(&format!("algorithm={}", algorithms[0].name())), "the first supported challenge: {answer}");
+            assert_eq!(server.verify(&answer, "REGISTER", &pw, t0), AuthOutcome::Ok { username: "1001".into() });
+        }
+        // A challenge without qop (RFC 2069 style) and with opaque, which is echoed.
+        let legacy = "Digest realm=\"carrier\", nonce=\"abc\", opaque=\"xyz\"";
+        let a = answer_challenge(&[legacy], "INVITE", "sip:1@c", "u", "p", 1).unwrap();
+        assert!(a.contains("opaque=\"xyz\"") && !a.contains("qop") && a.contains("algorithm=MD5"), "{a}");
+        assert!(answer_challenge(&["Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256"], "INVITE", "sip:x", "u", "p", 1).is_err());
+        assert!(answer_challenge(&["Basic realm=\"r\""], "INVITE", "sip:x", "u", "p", 1).is_err());
     }
 
     #[test]
