@@ -6,4 +6,5 @@ pub mod auth;
 pub mod dialog;
 pub mod guard;
 pub mod registrar;
+pub mod registration;
 pub mod transaction;
