@@ -18,6 +18,7 @@ use dialog_layer::registrar::RegistrarConfig;
 use dialog_layer::transaction::TimerConfig;
 use libfuzzer_sys::fuzz_target;
 use sip_transport::{FlowId, Frame, SipMessage, Source, StreamFramer, Transport};
+use switch::dialplan::{Destination, DialPlan, NumberMatch, Rule, Template};
 use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, SipCore, TrunkSettings};
 
 fn settings() -> CoreSettings {
@@ -50,6 +51,10 @@ fn settings() -> CoreSettings {
             max_tracked: 1000,
         },
         registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
+        dialplan: DialPlan {
+            internal: vec![Rule::new(NumberMatch::Prefix("4".into()), Destination::Hangup { status: 486 }, Duration::from_secs(30)).unwrap()],
+            external: vec![Rule::new(NumberMatch::pattern("(1[0-9]+)").unwrap(), Destination::Endpoint(Template::parse("$1").unwrap()), Duration::from_secs(30)).unwrap()],
+        },
     }
 }
 

@@ -19,10 +19,11 @@ use dialog_layer::transaction::{
 };
 use sip_transport::header::{NameAddr, Uri, Via};
 use sip_transport::transport::response_target;
-use sip_transport::writer::response_to;
+use sip_transport::writer::{reason_phrase, response_to};
 use sip_transport::{FlowId, HeaderName, Method, SipMessage, Source, Target};
 use tracing::{debug, info, warn};
 
+use crate::dialplan::Route;
 use crate::settings::{CoreSettings, Profile};
 use crate::stats::CoreStats;
 
@@ -451,14 +452,18 @@ impl SipCore {
         }
     }
 
-    /// Calls: until the B2BUA exists, INVITEs are routed only as far as the lookup.
+    /// Routes an INVITE through the dial plan. Until calls are connected (the
+    /// B2BUA), a routable destination is answered 480.
     fn invite(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
-        let user = req.msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| u.user_unescaped());
-        let known = user.as_deref().is_some_and(|u| self.settings.endpoints.contains_key(u));
-        if !known {
-            return self.reply(req, tx, 404, "Not Found", &[], now);
+        let number = dialled_number(req.msg).unwrap_or_default();
+        match self.settings.dialplan.route(req.profile, &number) {
+            None => self.reply(req, tx, 404, "Not Found", &[], now),
+            Some(Route::Hangup { status }) => self.reply(req, tx, status, reason_phrase(status), &[], now),
+            Some(Route::Endpoint { id, .. }) if !self.settings.endpoints.contains_key(&id) => {
+                self.reply(req, tx, 404, "Not Found", &[], now)
+            }
+            Some(_) => self.reply(req, tx, 480, "Temporarily Unavailable", &[], now),
         }
-        self.reply(req, tx, 480, "Temporarily Unavailable", &[], now)
     }
 
     /// Answers through the server transaction.
@@ -501,6 +506,16 @@ fn to_tag(msg: &SipMessage) -> String {
     h.write(msg.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
     h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
     format!("{:016x}", h.finish())
+}
+
+/// The number a request dials: the user part of a SIP Request-URI (unescaped),
+/// or the number of a tel: URI.
+fn dialled_number(msg: &SipMessage) -> Option<String> {
+    let uri = Uri::parse(msg.request_uri()?).ok()?;
+    if uri.is_sip() {
+        return uri.user_unescaped();
+    }
+    uri.scheme.eq_ignore_ascii_case("tel").then(|| uri.rest.split(';').next().unwrap_or("").to_string())
 }
 
 fn accepts_sdp(media_range: &str) -> bool {

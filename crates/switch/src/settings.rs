@@ -59,6 +59,7 @@ pub struct CoreSettings {
     pub digest: DigestConfig,
     pub guard: GuardConfig,
     pub registrar: RegistrarConfig,
+    pub dialplan: crate::dialplan::DialPlan,
 }
 
 impl CoreSettings {

@@ -11,6 +11,7 @@ use dialog_layer::registrar::{LocationService, RegistrarConfig};
 use dialog_layer::transaction::{TimerConfig, Transmit};
 use md5::{Digest, Md5};
 use sip_transport::{HeaderName, SipMessage, Source, Transport};
+use switch::dialplan::{Destination, DialPlan, NumberMatch, Rule, Template};
 use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, SipCore, TrunkSettings};
 
 const INTERNAL: &str = "127.0.0.1:5060";
@@ -46,6 +47,13 @@ fn settings() -> CoreSettings {
             max_tracked: 1000,
         },
         registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
+        dialplan: DialPlan {
+            internal: vec![
+                Rule::new(NumberMatch::Exact("486".into()), Destination::Hangup { status: 486 }, Duration::from_secs(30)).unwrap(),
+                Rule::new(NumberMatch::pattern("10[0-9]{2}").unwrap(), Destination::Endpoint(Template::parse("$0").unwrap()), Duration::from_secs(30)).unwrap(),
+            ],
+            external: Vec::new(),
+        },
     }
 }
 
@@ -87,13 +95,17 @@ fn hex_md5(s: &str) -> String {
 
 /// Answers a WWW-Authenticate challenge the way a phone would.
 fn credentials(challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> String {
+    credentials_for("REGISTER", challenge, user, password, uri, nc)
+}
+
+fn credentials_for(method: &str, challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> String {
     let param = |name: &str| {
         let i = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
         challenge[i..i + challenge[i..].find('"').unwrap()].to_string()
     };
     let (realm, nonce) = (param("realm"), param("nonce"));
     let ha1 = hex_md5(&format!("{user}:{realm}:{password}"));
-    let ha2 = hex_md5(&format!("REGISTER:{uri}"));
+    let ha2 = hex_md5(&format!("{method}:{uri}"));
     let nc = format!("{nc:08x}");
     let response = hex_md5(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
     format!(
@@ -243,4 +255,26 @@ fn rfc4475_through_the_core() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn authenticated_invites_follow_the_dial_plan() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    let src = source(0, "10.0.0.5:5062");
+    let invite = |number: &str, branch: &str, auth: Option<&str>| {
+        let auth = auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default();
+        Bytes::from(format!(
+            "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:1001@127.0.0.1>;tag=f{branch}\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: dp-{branch}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:1001@10.0.0.5:5062>\r\n{auth}Content-Length: 0\r\n\r\n"
+        ))
+    };
+    for (number, want) in [("486", 486), ("1002", 480), ("1099", 404), ("5555", 404)] {
+        let (challenge, _) = one(core.handle_message(invite(number, &format!("z9hG4bKc{number}"), None), src, t0));
+        let challenge = challenge.first(HeaderName::ProxyAuthenticate).unwrap().to_string();
+        let auth = credentials_for("INVITE", &challenge, "1001", "demo1001", &format!("sip:{number}@127.0.0.1"), 1);
+        let (resp, _) = one(core.handle_message(invite(number, &format!("z9hG4bKa{number}"), Some(&auth)), src, t0));
+        assert_eq!(resp.status(), Some(want), "dialling {number}: {:?}", resp.reason());
+    }
 }

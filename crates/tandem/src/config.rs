@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use sip_transport::Transport;
 use sip_transport::driver::ListenerSpec;
+use switch::dialplan::{DialPlan, Destination, NumberMatch, Rule, Template};
 use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};
 use toml::Spanned;
 
@@ -52,6 +53,30 @@ struct Raw {
     auth: Auth,
     endpoints: BTreeMap<String, Spanned<Endpoint>>,
     trunks: BTreeMap<String, Spanned<Trunk>>,
+    dialplan: RawDialPlan,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawDialPlan {
+    internal: Vec<Spanned<RawRule>>,
+    external: Vec<Spanned<RawRule>>,
+}
+
+/// One dial plan rule: one way to match, one destination.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    exact: Option<String>,
+    prefix: Option<String>,
+    pattern: Option<String>,
+    endpoint: Option<String>,
+    trunk: Option<String>,
+    /// For a trunk: the number to dial there (default: the dialled number).
+    number: Option<String>,
+    echo: Option<bool>,
+    hangup: Option<u16>,
+    ring_timeout_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +397,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         trunks.push(TrunkSettings { name: name.clone(), networks: t.get_ref().networks.clone() });
     }
 
+    let dialplan = DialPlan {
+        internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &endpoints, &trunks)?,
+        external: dialplan_rules(&src, "dialplan.external", &raw.dialplan.external, &endpoints, &trunks)?,
+    };
+
     Ok(Config {
         data_dir: raw.general.data_dir,
         log_level: raw.log.level,
@@ -395,9 +425,59 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 default_expires: default_expires as u32,
                 max_contacts,
             },
+            dialplan,
         },
         demo_endpoints,
     })
+}
+
+/// Ring timeout of a rule that names none.
+const DEFAULT_RING_TIMEOUT_S: u64 = 30;
+
+fn dialplan_rules(
+    src: &Source<'_>,
+    path: &str,
+    raw: &[Spanned<RawRule>],
+    endpoints: &HashMap<String, EndpointSettings>,
+    trunks: &[TrunkSettings],
+) -> Result<Vec<Rule>, ConfigError> {
+    let mut rules = Vec::new();
+    for (i, spanned) in raw.iter().enumerate() {
+        let key = format!("{path}[{i}]");
+        let err = |why: String| src.err(spanned, &key, why);
+        let r = spanned.get_ref();
+        let matcher = match (&r.exact, &r.prefix, &r.pattern) {
+            (Some(e), None, None) => NumberMatch::Exact(e.clone()),
+            (None, Some(p), None) => NumberMatch::Prefix(p.clone()),
+            (None, None, Some(p)) => NumberMatch::pattern(p).map_err(err)?,
+            _ => return Err(err("needs exactly one of exact, prefix or pattern".into())),
+        };
+        let template = |t: &str| Template::parse(t).map_err(err);
+        let destination = match (&r.endpoint, &r.trunk, r.echo, r.hangup) {
+            (Some(e), None, None, None) => {
+                let t = template(e)?;
+                if let Some(id) = t.literal().filter(|id| !endpoints.contains_key(id)) {
+                    return Err(err(format!("endpoint \"{id}\" is not a defined endpoint")));
+                }
+                Destination::Endpoint(t)
+            }
+            (None, Some(name), None, None) => {
+                if !trunks.iter().any(|t| t.name == *name) {
+                    return Err(err(format!("trunk \"{name}\" is not a defined trunk")));
+                }
+                Destination::Trunk { trunk: name.clone(), number: template(r.number.as_deref().unwrap_or("$0"))? }
+            }
+            (None, None, Some(true), None) => Destination::Echo,
+            (None, None, None, Some(status)) => Destination::Hangup { status },
+            _ => return Err(err("needs exactly one of endpoint, trunk, echo = true or hangup".into())),
+        };
+        if r.number.is_some() && !matches!(destination, Destination::Trunk { .. }) {
+            return Err(err("number is only for a trunk destination".into()));
+        }
+        let ring = Duration::from_secs(r.ring_timeout_s.unwrap_or(DEFAULT_RING_TIMEOUT_S));
+        rules.push(Rule::new(matcher, destination, ring).map_err(err)?);
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]
@@ -448,5 +528,26 @@ mod tests {
         let e = err("[profiles.internal]\nudp = [\"127.0.0.1:5060\"]\n[profiles.external]\nudp = [\"127.0.0.1:5060\"]\ntcp = []\n");
         assert!(e.contains("profiles.external.udp: 127.0.0.1:5060 is already used by the internal UDP listener"), "{e}");
         assert_eq!(err("[log]\nformat = \"xml\"\n"), "t.toml:2: log.format: must be \"text\" or \"json\" (got \"xml\")");
+    }
+
+    #[test]
+    fn dialplan_rules_are_checked() {
+        assert_eq!(
+            err("[endpoints]\n1001 = { password = \"p\" }\n[[dialplan.internal]]\nexact = \"6000\"\necho = true\n[[dialplan.internal]]\nexact = \"7\"\nendpoint = \"2002\"\n"),
+            "t.toml:6: dialplan.internal[1]: endpoint \"2002\" is not a defined endpoint"
+        );
+        assert!(err("[[dialplan.external]]\nprefix = \"0\"\ntrunk = \"nowhere\"\n").contains("dialplan.external[0]: trunk \"nowhere\" is not a defined trunk"));
+        assert!(err("[[dialplan.internal]]\nexact = \"1\"\nprefix = \"2\"\necho = true\n").contains("needs exactly one of exact, prefix or pattern"));
+        assert!(err("[[dialplan.internal]]\nexact = \"1\"\n").contains("needs exactly one of endpoint, trunk, echo = true or hangup"));
+        assert!(err("[[dialplan.internal]]\nexact = \"1\"\nendpoint = \"$1\"\n").contains("$1 is used but the match has 0 capture group(s)"));
+        assert!(err("[[dialplan.internal]]\npattern = \"(\"\necho = true\n").contains("bad pattern"));
+        assert!(err("[[dialplan.internal]]\nexact = \"1\"\nhangup = 200\n").contains("hangup status must be 400-699"));
+        let c = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml")).unwrap();
+        use switch::dialplan::Route;
+        assert_eq!(c.core.dialplan.route(Profile::Internal, "6000"), Some(Route::Echo));
+        assert!(matches!(c.core.dialplan.route(Profile::Internal, "1002"), Some(Route::Endpoint { id, .. }) if id == "1002"));
+        assert!(matches!(c.core.dialplan.route(Profile::Internal, "0015551230001"), Some(Route::Trunk { number, .. }) if number == "0015551230001"));
+        assert_eq!(c.core.dialplan.route(Profile::External, "6000"), Some(Route::Echo));
+        assert_eq!(c.core.dialplan.route(Profile::Internal, "5555"), None);
     }
 }
