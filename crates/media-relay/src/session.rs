@@ -1,0 +1,1323 @@
+//! The relay state of one call, sans-IO: packets and the time go in, where to
+//! send them comes out. The driver owns the sockets; tests drive this directly
+//! with a fake clock.
+//!
+//! # Latching (symmetric RTP)
+//!
+//! The address a leg's SDP advertises is only a hint: behind NAT it is a private
+//! address. Per leg, RTP and RTCP each latch a source address:
+//!
+//! - Until latched, packets for the leg go to the SDP hint (RTCP: `a=rtcp`, or RTP
+//!   port + 1, or the RTP address with rtcp-mux); with no hint they are dropped.
+//! - The first valid packet (RTP version 2 with a payload type in the leg's map;
+//!   for RTCP a valid RTCP header) latches its source, and the leg's packets go
+//!   there from then on.
+//! - Once latched, packets from any other source are dropped and counted, except
+//!   that the source takes over the latch (a re-latch, counted) if
+//!   1. it is the SDP hint itself: signalling says that is the peer; or
+//!   2. the latched source has sent nothing valid for `relatch_after` (default
+//!      2 s; `None` turns this off): the phone changed network or its NAT binding
+//!      expired. A source that keeps talking cannot be hijacked.
+//! - [`MediaSession::update_leg`] with a different hint forgets the latch and
+//!   learns again (a re-INVITE to another device, or a transfer). No hint (absent,
+//!   `0.0.0.0` as in RFC 2543 hold, or port 0) is never sent to, and does not
+//!   disturb a latch.
+//!
+//! # Continuity
+//!
+//! Each receiving leg sees one RTP stream for the whole call: one SSRC, and
+//! sequence numbers and timestamps that continue whatever feeds it. Per receiving
+//! leg the relay keeps a sequence offset and a timestamp offset, added to every
+//! packet it sends there. At the first packet they are zero and the SSRC is the
+//! sender's (plain pass-through; for echo the SSRC is changed so a phone's loop
+//! detection, RFC 3550 §8.2, never sees its own). They are recomputed at a
+//! switch-over, which is: a new source (another SSRC, the other leg, or injected
+//! media), a sequence jump beyond RFC 3550 A.1's limits (3000 ahead or 100
+//! behind), or a mode change. Then the first packet of the new source is sent
+//! with sequence = last sent + 1, timestamp = last sent audio timestamp + the
+//! wall-clock time since it in the codec's clock, and the marker bit set so the
+//! receiver's jitter buffer resynchronises. RTCP passes through unchanged, so
+//! after a switch-over its SSRCs and timestamps no longer match the rewritten
+//! stream; receivers treat that as an unknown source, which is harmless.
+//!
+//! # Modes
+//!
+//! - `Bridge`: A's packets go to B, B's to A.
+//! - `Echo`: A's packets come back to A; anything from B is dropped.
+//! - `Hold { held }`: no RTP is forwarded either way. The holder offered
+//!   sendonly or inactive and was answered recvonly or inactive (RFC 3264 §6.1),
+//!   so it must not receive; the held leg hears music on hold, which the driver
+//!   sends with [`MediaSession::inject`]. RTCP still flows between the legs.
+//!
+//! # Inactivity
+//!
+//! A leg is expected to send RTP in `Bridge` (both legs) and `Echo` (leg A); in
+//! `Hold` neither is (phones stop sending on hold). Silence is measured from the
+//! later of its last RTP packet and `start_grace` after the moment media became
+//! expected (session start, mode change, `update_leg`). When it reaches
+//! `rtp_timeout`, [`MediaSession::handle_timeout`] reports
+//! [`MediaEvent::Inactive`] once; the next packet re-arms it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::MediaError;
+use crate::rtp::{self, RtpPacket, TelephoneEvent};
+
+/// Largest datagram relayed; anything longer is counted as malformed. The driver
+/// reads into a buffer one byte longer, so an oversized datagram shows as such.
+pub const MAX_PACKET_LEN: usize = 2048;
+
+/// RFC 3550 A.1: a sequence number further ahead than this, or further behind
+/// than [`MAX_MISORDER`], means the sender restarted its stream.
+const MAX_DROPOUT: u16 = 3000;
+const MAX_MISORDER: u16 = 100;
+
+/// Echoed packets get the sender's SSRC xor this, so they are never its own.
+const ECHO_SSRC_XOR: u32 = 0x4543_484f; // "ECHO"
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Leg::A => 0,
+            Leg::B => 1,
+        }
+    }
+}
+
+/// What a payload type carries. Two legs' payload types are matched by codec, so
+/// a re-INVITE that renumbers one leg needs only that leg's new map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+    G722,
+    G729,
+    Opus,
+    /// RFC 3389 comfort noise.
+    ComfortNoise,
+    /// RFC 4733 events; the clock is the audio codec's.
+    TelephoneEvent {
+        clock_rate: u32,
+    },
+}
+
+impl Codec {
+    /// The RTP clock (G.722's is 8000 Hz by RFC 3551's historical error).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::G729 | Codec::ComfortNoise => 8000,
+            Codec::Opus => 48000,
+            Codec::TelephoneEvent { clock_rate } => clock_rate,
+        }
+    }
+
+    /// From an `a=rtpmap` encoding name (any case) and clock rate; `None` for a
+    /// codec the relay does not carry or a clock rate that does not fit it.
+    pub fn from_rtpmap(name: &str, clock_rate: u32) -> Option<Codec> {
+        let codec = match name.to_ascii_lowercase().as_str() {
+            "pcmu" => Codec::Pcmu,
+            "pcma" => Codec::Pcma,
+            "g722" => Codec::G722,
+            "g729" => Codec::G729,
+            "opus" => Codec::Opus,
+            "cn" => Codec::ComfortNoise,
+            "telephone-event" if clock_rate > 0 => return Some(Codec::TelephoneEvent { clock_rate }),
+            _ => return None,
+        };
+        (codec.clock_rate() == clock_rate).then_some(codec)
+    }
+
+    /// The RFC 3551 static payload type, for SDP without an `a=rtpmap`.
+    pub fn static_payload_type(self) -> Option<u8> {
+        match self {
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::ComfortNoise => Some(13),
+            Codec::G729 => Some(18),
+            Codec::Opus | Codec::TelephoneEvent { .. } => None,
+        }
+    }
+
+    fn is_event(self) -> bool {
+        matches!(self, Codec::TelephoneEvent { .. })
+    }
+}
+
+/// The payload types one leg negotiated. Looked up per packet by a short scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PayloadMap {
+    entries: Vec<(u8, Codec)>,
+}
+
+impl PayloadMap {
+    pub const MAX_ENTRIES: usize = 32;
+
+    /// Payload types must be 0-127, not 64-95 (RFC 5761 §4 keeps those clear of
+    /// RTCP on a shared port), and listed once. A codec may have several payload
+    /// types; the first is the one sent.
+    pub fn new(entries: &[(u8, Codec)]) -> Result<Self, MediaError> {
+        if entries.len() > Self::MAX_ENTRIES {
+            return Err(MediaError::TooManyPayloadTypes { count: entries.len(), max: Self::MAX_ENTRIES });
+        }
+        for (i, &(pt, _)) in entries.iter().enumerate() {
+            if pt > 127 {
+                return Err(MediaError::InvalidPayloadType { pt, reason: "payload types are 0-127" });
+            }
+            if (64..=95).contains(&pt) {
+                return Err(MediaError::InvalidPayloadType {
+                    pt,
+                    reason: "64-95 would be taken for RTCP on a shared port (RFC 5761 §4)",
+                });
+            }
+            if entries[..i].iter().any(|&(earlier, _)| earlier == pt) {
+                return Err(MediaError::InvalidPayloadType { pt, reason: "it is listed twice" });
+            }
+        }
+        Ok(PayloadMap { entries: entries.to_vec() })
+    }
+
+    pub fn codec(&self, pt: u8) -> Option<Codec> {
+        self.entries.iter().find(|&&(p, _)| p == pt).map(|&(_, codec)| codec)
+    }
+
+    pub fn payload_type(&self, codec: Codec) -> Option<u8> {
+        self.entries.iter().find(|&&(_, c)| c == codec).map(|&(pt, _)| pt)
+    }
+
+    pub fn entries(&self) -> &[(u8, Codec)] {
+        &self.entries
+    }
+}
+
+/// What signalling says about a leg's remote side: given when the call is
+/// bridged and again at each re-INVITE.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LegParams {
+    /// The `c=`/`m=` address; only a hint (see the module docs on latching).
+    pub remote_rtp: Option<SocketAddr>,
+    /// `a=rtcp`; `None` means RTP port + 1, or the RTP address with rtcp-mux.
+    pub remote_rtcp: Option<SocketAddr>,
+    pub payloads: PayloadMap,
+}
+
+/// A leg as the session starts with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegSetup {
+    /// RTCP arrives on, and is sent from, the RTP port.
+    pub rtcp_mux: bool,
+    pub params: LegParams,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Bridge,
+    Echo,
+    /// `held` hears music on hold; the other leg is the holder.
+    Hold {
+        held: Leg,
+    },
+}
+
+impl Mode {
+    fn needs_leg_b(self) -> bool {
+        matches!(self, Mode::Bridge | Mode::Hold { held: Leg::B })
+    }
+
+    fn expects_rtp_from(self, leg: Leg) -> bool {
+        match self {
+            Mode::Bridge => true,
+            Mode::Echo => leg == Leg::A,
+            Mode::Hold { .. } => false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Silence on an expected leg longer than this is reported.
+    pub rtp_timeout: Duration,
+    /// Silence is not counted until this long after media became expected.
+    pub start_grace: Duration,
+    /// A latched source silent this long may be replaced; `None`: never.
+    pub relatch_after: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            rtp_timeout: Duration::from_secs(30),
+            start_grace: Duration::from_secs(5),
+            relatch_after: Some(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Which socket of the destination leg a packet leaves from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Rtp,
+    /// Only for legs without rtcp-mux.
+    Rtcp,
+}
+
+/// Send the (rewritten) packet from `leg`'s `channel` socket to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub leg: Leg,
+    pub to: SocketAddr,
+    pub channel: Channel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP came from `leg` for `silent_for` while media was expected.
+    Inactive { leg: Leg, silent_for: Duration },
+}
+
+/// Counters of one leg. "In" counts accepted packets (valid, from the latched
+/// source, known payload type); the drops count the rest, on the leg they came
+/// from. "Out" counts what the relay sent to this leg.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LegStats {
+    pub rtp_packets_in: u64,
+    pub rtp_bytes_in: u64,
+    pub rtp_packets_out: u64,
+    pub rtp_bytes_out: u64,
+    pub rtcp_packets_in: u64,
+    pub rtcp_packets_out: u64,
+    pub dropped_wrong_source: u64,
+    /// Not in this leg's map, or the codec is not in the other leg's.
+    pub dropped_unknown_pt: u64,
+    /// Not RTP/RTCP, truncated, oversized, or a short telephone-event.
+    pub dropped_malformed: u64,
+    /// Accepted but not forwarded in this mode (hold; leg B during echo).
+    pub dropped_by_mode: u64,
+    /// Nowhere to send it: the other leg has no hint and has not latched.
+    pub dropped_no_destination: u64,
+    /// The driver could not send to this leg (e.g. socket buffer full).
+    pub send_errors: u64,
+    pub relatches: u64,
+    /// Switch-overs of the stream sent to this leg (see the module docs).
+    pub stream_changes: u64,
+    pub rtp_source: Option<SocketAddr>,
+    pub rtcp_source: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Latching {
+    Same,
+    Learn,
+    Relatch,
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Latch {
+    source: Option<(SocketAddr, Instant)>,
+}
+
+impl Latch {
+    fn decide(
+        &self,
+        from: SocketAddr,
+        hint: Option<SocketAddr>,
+        relatch_after: Option<Duration>,
+        now: Instant,
+    ) -> Latching {
+        match self.source {
+            None => Latching::Learn,
+            Some((addr, _)) if addr == from => Latching::Same,
+            Some(_) if hint == Some(from) => Latching::Relatch,
+            Some((_, last_seen)) => {
+                let silent = now.saturating_duration_since(last_seen);
+                if relatch_after.is_some_and(|limit| silent >= limit) { Latching::Relatch } else { Latching::Reject }
+            }
+        }
+    }
+
+    fn commit(&mut self, from: SocketAddr, now: Instant) {
+        self.source = Some((from, now));
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.source.map(|(addr, _)| addr)
+    }
+}
+
+/// Who feeds a receiving leg's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamSource {
+    Leg(Leg, u32),
+    Injected(u32),
+}
+
+/// The stream one leg receives from the relay (see the module docs on continuity).
+#[derive(Clone, Copy, Debug, Default)]
+struct OutStream {
+    ssrc: u32,
+    /// `None` until the first packet.
+    source: Option<StreamSource>,
+    rebase_next: bool,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// Highest in-order sequence number of the current source.
+    last_in_seq: u16,
+    last_out_seq: u16,
+    /// Last audio timestamp sent and when: the base for the next switch-over
+    /// (telephone-event timestamps stay at the event start, so they are not used).
+    ts_base: Option<(u32, Instant)>,
+}
+
+impl OutStream {
+    /// Rewrites SSRC, sequence and timestamp; true at a switch-over.
+    fn rewrite(
+        &mut self,
+        packet: &mut RtpPacket<&mut [u8]>,
+        source: StreamSource,
+        codec: Codec,
+        echo: bool,
+        now: Instant,
+    ) -> bool {
+        let in_seq = packet.sequence();
+        let in_ts = packet.timestamp();
+        let switch_over = match self.source {
+            None => {
+                let ssrc = packet.ssrc();
+                self.ssrc = if echo { ssrc ^ ECHO_SSRC_XOR } else { ssrc };
+                self.seq_offset = 0;
+                self.ts_offset = 0;
+                false
+            }
+            Some(current) => current != source || self.rebase_next || seq_jumped(in_seq, self.last_in_seq),
+        };
+        if switch_over {
+            let out_seq = self.last_out_seq.wrapping_add(1);
+            let out_ts = match self.ts_base {
+                Some((ts, at)) => {
+                    ts.wrapping_add(clock_ticks(now.saturating_duration_since(at), codec.clock_rate()).max(1))
+                }
+                None => in_ts,
+            };
+            self.seq_offset = out_seq.wrapping_sub(in_seq);
+            self.ts_offset = out_ts.wrapping_sub(in_ts);
+            self.rebase_next = false;
+            packet.set_marker(true);
+        }
+        let in_order = match self.source {
+            None => true,
+            Some(_) if switch_over => true,
+            Some(_) => {
+                let ahead = in_seq.wrapping_sub(self.last_in_seq);
+                ahead != 0 && ahead < MAX_DROPOUT
+            }
+        };
+        self.source = Some(source);
+        let out_seq = in_seq.wrapping_add(self.seq_offset);
+        let out_ts = in_ts.wrapping_add(self.ts_offset);
+        packet.set_ssrc(self.ssrc);
+        packet.set_sequence(out_seq);
+        packet.set_timestamp(out_ts);
+        if in_order {
+            self.last_in_seq = in_seq;
+            self.last_out_seq = out_seq;
+            if !codec.is_event() || self.ts_base.is_none() {
+                self.ts_base = Some((out_ts, now));
+            }
+        }
+        switch_over
+    }
+}
+
+/// A restart by RFC 3550 A.1: too far ahead to be loss, too far behind to be reordering.
+fn seq_jumped(seq: u16, last: u16) -> bool {
+    let ahead = seq.wrapping_sub(last);
+    (MAX_DROPOUT..=u16::MAX - MAX_MISORDER).contains(&ahead)
+}
+
+/// Drops hints nothing can be sent to: `0.0.0.0` (RFC 2543 hold) or port 0.
+fn usable_hints(mut params: LegParams) -> LegParams {
+    let usable = |addr: Option<SocketAddr>| addr.filter(|a| !a.ip().is_unspecified() && a.port() != 0);
+    params.remote_rtp = usable(params.remote_rtp);
+    params.remote_rtcp = usable(params.remote_rtcp);
+    params
+}
+
+/// `elapsed` in RTP clock units, modulo 2^32 as RTP timestamps are.
+fn clock_ticks(elapsed: Duration, clock_rate: u32) -> u32 {
+    (elapsed.as_nanos() * u128::from(clock_rate) / 1_000_000_000) as u32
+}
+
+#[derive(Clone, Debug)]
+struct LegState {
+    rtcp_mux: bool,
+    params: LegParams,
+    rtp: Latch,
+    rtcp: Latch,
+    out: OutStream,
+    /// When this leg's RTP became expected; `None` while it is not.
+    expected_since: Option<Instant>,
+    last_rtp_at: Option<Instant>,
+    inactive_reported: bool,
+    stats: LegStats,
+}
+
+impl LegState {
+    fn new(setup: LegSetup, expected_since: Option<Instant>) -> Self {
+        LegState {
+            rtcp_mux: setup.rtcp_mux,
+            params: usable_hints(setup.params),
+            rtp: Latch::default(),
+            rtcp: Latch::default(),
+            out: OutStream::default(),
+            expected_since,
+            last_rtp_at: None,
+            inactive_reported: false,
+            stats: LegStats::default(),
+        }
+    }
+
+    fn rtcp_hint(&self) -> Option<SocketAddr> {
+        self.params.remote_rtcp.or_else(|| {
+            let rtp = self.params.remote_rtp?;
+            if self.rtcp_mux { Some(rtp) } else { Some(SocketAddr::new(rtp.ip(), rtp.port().checked_add(1)?)) }
+        })
+    }
+
+    fn rtp_destination(&self) -> Option<SocketAddr> {
+        self.rtp.addr().or(self.params.remote_rtp)
+    }
+
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        let latched_rtp = if self.rtcp_mux { self.rtp.addr() } else { None };
+        self.rtcp.addr().or(latched_rtp).or_else(|| self.rtcp_hint())
+    }
+
+    fn rtcp_channel(&self) -> Channel {
+        if self.rtcp_mux { Channel::Rtp } else { Channel::Rtcp }
+    }
+
+    /// When silence on this leg is reported, if it is expected to send.
+    fn inactivity_deadline(&self, config: &SessionConfig) -> Option<Instant> {
+        if self.inactive_reported {
+            return None;
+        }
+        let counted_from = self.expected_since?.checked_add(config.start_grace)?;
+        let counted_from = self.last_rtp_at.map_or(counted_from, |last| last.max(counted_from));
+        counted_from.checked_add(config.rtp_timeout)
+    }
+
+    fn expect_rtp(&mut self, expected: bool, now: Instant) {
+        self.expected_since = expected.then_some(now);
+        self.inactive_reported = false;
+    }
+}
+
+/// The relay state of one call: leg A, optionally leg B, and the mode.
+#[derive(Clone, Debug)]
+pub struct MediaSession {
+    config: SessionConfig,
+    mode: Mode,
+    legs: [Option<LegState>; 2],
+}
+
+impl MediaSession {
+    pub fn bridge(config: SessionConfig, a: LegSetup, b: LegSetup, now: Instant) -> Self {
+        MediaSession {
+            config,
+            mode: Mode::Bridge,
+            legs: [Some(LegState::new(a, Some(now))), Some(LegState::new(b, Some(now)))],
+        }
+    }
+
+    /// A call with one leg whose media comes back to it.
+    pub fn echo(config: SessionConfig, a: LegSetup, now: Instant) -> Self {
+        MediaSession { config, mode: Mode::Echo, legs: [Some(LegState::new(a, Some(now))), None] }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    pub fn has_leg(&self, leg: Leg) -> bool {
+        self.legs[leg.index()].is_some()
+    }
+
+    /// `None` if the call has no such leg.
+    pub fn stats(&self, leg: Leg) -> Option<LegStats> {
+        let state = self.legs[leg.index()].as_ref()?;
+        Some(LegStats { rtp_source: state.rtp.addr(), rtcp_source: state.rtcp.addr(), ..state.stats })
+    }
+
+    /// A datagram that arrived on `leg`'s RTP socket. RTCP there (rtcp-mux) is
+    /// handed to [`MediaSession::on_rtcp`]. On `Some`, `buf` has been rewritten
+    /// in place and is to be sent as the [`Forward`] says. Allocates nothing.
+    pub fn on_rtp(&mut self, leg: Leg, from: SocketAddr, buf: &mut [u8], now: Instant) -> Option<Forward> {
+        if rtp::is_rtcp(buf) {
+            return self.on_rtcp(leg, from, buf, now);
+        }
+        let relatch_after = self.config.relatch_after;
+        let mode = self.mode;
+        let len = buf.len() as u64;
+        let input = self.legs[leg.index()].as_mut()?;
+        if buf.len() > MAX_PACKET_LEN {
+            input.stats.dropped_malformed += 1;
+            return None;
+        }
+        let Ok(mut packet) = RtpPacket::parse(buf) else {
+            input.stats.dropped_malformed += 1;
+            return None;
+        };
+        let latching = input.rtp.decide(from, input.params.remote_rtp, relatch_after, now);
+        if latching == Latching::Reject {
+            input.stats.dropped_wrong_source += 1;
+            return None;
+        }
+        let Some(codec) = input.params.payloads.codec(packet.payload_type()) else {
+            input.stats.dropped_unknown_pt += 1;
+            return None;
+        };
+        if codec.is_event() && TelephoneEvent::parse(packet.payload()).is_err() {
+            input.stats.dropped_malformed += 1;
+            return None;
+        }
+        input.rtp.commit(from, now);
+        match latching {
+            Latching::Learn => tracing::debug!(?leg, %from, "RTP source latched"),
+            Latching::Relatch => {
+                input.stats.relatches += 1;
+                tracing::debug!(?leg, %from, "RTP source re-latched");
+            }
+            Latching::Same | Latching::Reject => {}
+        }
+        input.stats.rtp_packets_in += 1;
+        input.stats.rtp_bytes_in += len;
+        input.last_rtp_at = Some(now);
+        input.inactive_reported = false;
+
+        let dest_leg = match mode {
+            Mode::Bridge => leg.other(),
+            Mode::Echo if leg == Leg::A => Leg::A,
+            Mode::Echo | Mode::Hold { .. } => {
+                input.stats.dropped_by_mode += 1;
+                return None;
+            }
+        };
+        let ssrc = packet.ssrc();
+        let Some(dest) = self.legs[dest_leg.index()].as_mut() else {
+            return self.count_drop(leg, |s| &mut s.dropped_by_mode);
+        };
+        let Some(to) = dest.rtp_destination() else {
+            return self.count_drop(leg, |s| &mut s.dropped_no_destination);
+        };
+        let Some(out_pt) = dest.params.payloads.payload_type(codec) else {
+            return self.count_drop(leg, |s| &mut s.dropped_unknown_pt);
+        };
+        if dest.out.rewrite(&mut packet, StreamSource::Leg(leg, ssrc), codec, dest_leg == leg, now) {
+            dest.stats.stream_changes += 1;
+        }
+        packet.set_payload_type(out_pt);
+        dest.stats.rtp_packets_out += 1;
+        dest.stats.rtp_bytes_out += len;
+        Some(Forward { leg: dest_leg, to, channel: Channel::Rtp })
+    }
+
+    /// A datagram that arrived on `leg`'s RTCP port (or RTCP demultiplexed from
+    /// its RTP port). Relayed unchanged to the other leg in `Bridge` and `Hold`.
+    pub fn on_rtcp(&mut self, leg: Leg, from: SocketAddr, buf: &[u8], now: Instant) -> Option<Forward> {
+        let relatch_after = self.config.relatch_after;
+        let mode = self.mode;
+        let input = self.legs[leg.index()].as_mut()?;
+        if buf.len() > MAX_PACKET_LEN || rtp::check_rtcp(buf).is_err() {
+            input.stats.dropped_malformed += 1;
+            return None;
+        }
+        let latching = input.rtcp.decide(from, input.rtcp_hint(), relatch_after, now);
+        match latching {
+            Latching::Reject => {
+                input.stats.dropped_wrong_source += 1;
+                return None;
+            }
+            Latching::Relatch => input.stats.relatches += 1,
+            Latching::Same | Latching::Learn => {}
+        }
+        input.rtcp.commit(from, now);
+        input.stats.rtcp_packets_in += 1;
+        if mode == Mode::Echo {
+            input.stats.dropped_by_mode += 1;
+            return None;
+        }
+        let dest_leg = leg.other();
+        let Some(dest) = self.legs[dest_leg.index()].as_mut() else {
+            return self.count_drop(leg, |s| &mut s.dropped_by_mode);
+        };
+        let Some(to) = dest.rtcp_destination() else {
+            return self.count_drop(leg, |s| &mut s.dropped_no_destination);
+        };
+        dest.stats.rtcp_packets_out += 1;
+        Some(Forward { leg: dest_leg, to, channel: dest.rtcp_channel() })
+    }
+
+    /// Media the switch generates for `to` (music on hold, prompts): an RTP
+    /// packet with a payload type of `to`'s map and its own SSRC, sequence and
+    /// timestamp, which are rewritten to continue `to`'s stream. Meant for when
+    /// nothing else feeds `to` (hold): mixed with relayed packets, every change
+    /// of source would be a switch-over.
+    pub fn inject(&mut self, to: Leg, buf: &mut [u8], now: Instant) -> Option<Forward> {
+        let dest = self.legs[to.index()].as_mut()?;
+        let mut packet = RtpPacket::parse(&mut *buf).ok()?;
+        let codec = dest.params.payloads.codec(packet.payload_type())?;
+        let addr = dest.rtp_destination()?;
+        let ssrc = packet.ssrc();
+        if dest.out.rewrite(&mut packet, StreamSource::Injected(ssrc), codec, false, now) {
+            dest.stats.stream_changes += 1;
+        }
+        dest.stats.rtp_packets_out += 1;
+        dest.stats.rtp_bytes_out += buf.len() as u64;
+        Some(Forward { leg: to, to: addr, channel: Channel::Rtp })
+    }
+
+    /// A re-INVITE: new remote hint and payload types for `leg`. The streams the
+    /// legs receive continue; a changed hint drops the leg's latches (module docs).
+    pub fn update_leg(&mut self, leg: Leg, params: LegParams, now: Instant) -> Result<(), MediaError> {
+        let mode = self.mode;
+        let state = self.legs[leg.index()].as_mut().ok_or(MediaError::NoSuchLeg { leg })?;
+        let params = usable_hints(params);
+        if params.remote_rtp.is_some() && params.remote_rtp != state.params.remote_rtp {
+            state.rtp = Latch::default();
+        }
+        let old_rtcp_hint = state.rtcp_hint();
+        state.params = params;
+        let rtcp_hint = state.rtcp_hint();
+        if rtcp_hint.is_some() && rtcp_hint != old_rtcp_hint {
+            state.rtcp = Latch::default();
+        }
+        state.expect_rtp(mode.expects_rtp_from(leg), now);
+        Ok(())
+    }
+
+    /// Changes what is forwarded where. Each receiving leg's stream stays
+    /// continuous: the next packet it gets is a switch-over.
+    pub fn set_mode(&mut self, mode: Mode, now: Instant) -> Result<(), MediaError> {
+        if mode.needs_leg_b() && self.legs[Leg::B.index()].is_none() {
+            return Err(MediaError::NoLegB { mode });
+        }
+        if mode == self.mode {
+            return Ok(());
+        }
+        self.mode = mode;
+        for leg in [Leg::A, Leg::B] {
+            if let Some(state) = self.legs[leg.index()].as_mut() {
+                state.expect_rtp(mode.expects_rtp_from(leg), now);
+                if state.out.source.is_some() {
+                    state.out.rebase_next = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver could not send a packet to `leg`.
+    pub fn record_send_error(&mut self, leg: Leg) {
+        if let Some(state) = self.legs[leg.index()].as_mut() {
+            state.stats.send_errors += 1;
+        }
+    }
+
+    /// The earliest moment [`MediaSession::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.legs.iter().flatten().filter_map(|state| state.inactivity_deadline(&self.config)).min()
+    }
+
+    /// Reports legs silent for `rtp_timeout`, each once per silence.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<MediaEvent> {
+        let mut events = Vec::new();
+        for leg in [Leg::A, Leg::B] {
+            let Some(state) = self.legs[leg.index()].as_mut() else { continue };
+            if state.inactivity_deadline(&self.config).is_some_and(|deadline| deadline <= now) {
+                state.inactive_reported = true;
+                let since = state.last_rtp_at.into_iter().chain(state.expected_since).max().unwrap_or(now);
+                events.push(MediaEvent::Inactive { leg, silent_for: now.saturating_duration_since(since) });
+            }
+        }
+        events
+    }
+
+    fn count_drop(&mut self, leg: Leg, counter: impl FnOnce(&mut LegStats) -> &mut u64) -> Option<Forward> {
+        if let Some(state) = self.legs[leg.index()].as_mut() {
+            *counter(&mut state.stats) += 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::write_packet;
+
+    const PCMU: Codec = Codec::Pcmu;
+    const PCMA: Codec = Codec::Pcma;
+    const TE: Codec = Codec::TelephoneEvent { clock_rate: 8000 };
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn map(entries: &[(u8, Codec)]) -> PayloadMap {
+        PayloadMap::new(entries).unwrap()
+    }
+
+    fn setup(remote: Option<&str>, entries: &[(u8, Codec)]) -> LegSetup {
+        LegSetup {
+            rtcp_mux: false,
+            params: LegParams { remote_rtp: remote.map(addr), remote_rtcp: None, payloads: map(entries) },
+        }
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            rtp_timeout: Duration::from_secs(10),
+            start_grace: Duration::ZERO,
+            relatch_after: Some(Duration::from_secs(2)),
+        }
+    }
+
+    const PHONE_A: &str = "127.0.0.1:40000";
+    const PHONE_B: &str = "127.0.0.1:40010";
+
+    /// A (PCMU 0, PCMA 8, telephone-event 101) and B (PCMU 0, PCMA 8, telephone-event 96),
+    /// both advertising their real addresses.
+    fn bridged(t0: Instant) -> MediaSession {
+        MediaSession::bridge(
+            config(),
+            setup(Some(PHONE_A), &[(0, PCMU), (8, PCMA), (101, TE)]),
+            setup(Some(PHONE_B), &[(8, PCMA), (0, PCMU), (96, TE)]),
+            t0,
+        )
+    }
+
+    fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut buf = vec![0; 12 + 160];
+        write_packet(&mut buf, pt, false, seq, ts, ssrc, &[0xd5; 160]).unwrap();
+        buf
+    }
+
+    /// (pt, marker, seq, ts, ssrc) of a packet.
+    fn header(buf: &[u8]) -> (u8, bool, u16, u32, u32) {
+        let p = RtpPacket::parse(buf).unwrap();
+        (p.payload_type(), p.marker(), p.sequence(), p.timestamp(), p.ssrc())
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn bridges_both_ways_mapping_payload_types() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let mut buf = rtp(0, 1, 160, 0xaaaa);
+        let fwd = s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0).unwrap();
+        assert_eq!(fwd, Forward { leg: Leg::B, to: addr(PHONE_B), channel: Channel::Rtp });
+        assert_eq!(header(&buf), (0, false, 1, 160, 0xaaaa), "first packet passes through unchanged");
+
+        let mut buf = rtp(8, 500, 8000, 0xbbbb);
+        let fwd = s.on_rtp(Leg::B, addr(PHONE_B), &mut buf, t0).unwrap();
+        assert_eq!(fwd.leg, Leg::A);
+        assert_eq!(fwd.to, addr(PHONE_A));
+        assert_eq!(header(&buf).0, 8);
+
+        let a = s.stats(Leg::A).unwrap();
+        let b = s.stats(Leg::B).unwrap();
+        assert_eq!((a.rtp_packets_in, a.rtp_bytes_in, a.rtp_packets_out, a.rtp_bytes_out), (1, 172, 1, 172));
+        assert_eq!((b.rtp_packets_in, b.rtp_packets_out), (1, 1));
+        assert_eq!(a.rtp_source, Some(addr(PHONE_A)));
+    }
+
+    #[test]
+    fn telephone_events_get_the_other_legs_payload_type() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let event = TelephoneEvent { event: 5, end: false, volume: 10, duration: 320 };
+        let mut buf = vec![0; 16];
+        write_packet(&mut buf, 101, true, 9, 4000, 0xaaaa, &event.to_bytes()).unwrap();
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0).unwrap();
+        let p = RtpPacket::parse(&buf[..]).unwrap();
+        assert_eq!(p.payload_type(), 96);
+        assert!(p.marker(), "the event's marker is kept");
+        assert_eq!(TelephoneEvent::parse(p.payload()).unwrap(), event);
+
+        // A truncated event is malformed, not relayed.
+        let mut short = vec![0; 14];
+        write_packet(&mut short, 101, false, 10, 4000, 0xaaaa, &[5, 0]).unwrap();
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut short, t0), None);
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_malformed, 1);
+    }
+
+    #[test]
+    fn unknown_payload_types_are_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::bridge(
+            config(),
+            setup(Some(PHONE_A), &[(0, PCMU), (18, Codec::G729)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(9, 1, 0, 1), t0), None, "not in A's map");
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(18, 2, 0, 1), t0), None, "not in B's map");
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_unknown_pt, 2);
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, Some(addr(PHONE_A)), "G.729 is A's: it latches");
+        assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 3, 0, 1), t0).is_some());
+        assert_eq!(s.stats(Leg::B).unwrap().rtp_packets_out, 1);
+    }
+
+    #[test]
+    fn unknown_payload_type_does_not_latch() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr("127.0.0.1:9999"), &mut rtp(33, 1, 0, 1), t0);
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, None);
+        assert!(s.on_rtp(Leg::A, addr("127.0.0.1:40002"), &mut rtp(0, 1, 0, 1), t0).is_some());
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, Some(addr("127.0.0.1:40002")));
+    }
+
+    /// SDP says 10.0.0.5:4000 (the phone's private address); its packets come
+    /// from the NAT's 127.0.0.1:52000.
+    #[test]
+    fn latches_the_real_source_behind_nat() {
+        let t0 = Instant::now();
+        let nat = addr("127.0.0.1:52000");
+        let mut s = MediaSession::bridge(
+            config(),
+            setup(Some("10.0.0.5:4000"), &[(0, PCMU)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        // Before A sends, B's packets go where A's SDP said.
+        let fwd = s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0).unwrap();
+        assert_eq!(fwd.to, addr("10.0.0.5:4000"));
+
+        let fwd = s.on_rtp(Leg::A, nat, &mut rtp(0, 1, 0, 1), t0).unwrap();
+        assert_eq!(fwd.to, addr(PHONE_B));
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, Some(nat));
+        let fwd = s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 2, 160, 2), t0 + ms(20)).unwrap();
+        assert_eq!(fwd.to, nat, "B's media follows A's real address");
+        // RTCP to A: the SDP hint's port + 1 until A's RTCP latches.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 2];
+        assert_eq!(s.on_rtcp(Leg::B, addr("127.0.0.1:40011"), &rr, t0).unwrap().to, addr("10.0.0.5:4001"));
+        s.on_rtcp(Leg::A, addr("127.0.0.1:52001"), &rr, t0).unwrap();
+        assert_eq!(s.on_rtcp(Leg::B, addr("127.0.0.1:40011"), &rr, t0).unwrap().to, addr("127.0.0.1:52001"));
+    }
+
+    #[test]
+    fn no_hint_and_no_latch_means_no_destination() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::bridge(config(), setup(None, &[(0, PCMU)]), setup(None, &[(0, PCMU)]), t0);
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0), None);
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_no_destination, 1);
+        // B latches by sending; then A's packets reach it.
+        assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0).unwrap().to, addr(PHONE_A));
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 2, 160, 1), t0).unwrap().to, addr(PHONE_B));
+    }
+
+    #[test]
+    fn other_sources_are_dropped_until_the_latched_one_is_silent() {
+        let t0 = Instant::now();
+        let intruder = addr("127.0.0.1:6666");
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap();
+        assert_eq!(s.on_rtp(Leg::A, intruder, &mut rtp(0, 2, 160, 1), t0 + ms(10)), None);
+        // Just short of the silence limit: still dropped.
+        assert_eq!(s.on_rtp(Leg::A, intruder, &mut rtp(0, 3, 160, 1), t0 + ms(1999)), None);
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_wrong_source, 2);
+        // The latched phone keeps talking: the limit restarts from its last packet.
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 4, 480, 1), t0 + ms(1999)).unwrap();
+        assert_eq!(s.on_rtp(Leg::A, intruder, &mut rtp(0, 5, 160, 1), t0 + ms(3000)), None);
+        // Silent for exactly 2 s: the new source takes over.
+        let new_nat = addr("127.0.0.1:52002");
+        assert!(s.on_rtp(Leg::A, new_nat, &mut rtp(0, 6, 640, 1), t0 + ms(3999)).is_some());
+        let stats = s.stats(Leg::A).unwrap();
+        assert_eq!((stats.rtp_source, stats.relatches, stats.dropped_wrong_source), (Some(new_nat), 1, 3));
+        assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0 + ms(4000)).unwrap().to, new_nat);
+        assert_eq!(
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 7, 800, 1), t0 + ms(4000)),
+            Some(Forward { leg: Leg::B, to: addr(PHONE_B), channel: Channel::Rtp }),
+            "the SDP address itself may always take the latch back"
+        );
+    }
+
+    #[test]
+    fn relatching_can_be_turned_off() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::bridge(
+            SessionConfig { relatch_after: None, ..config() },
+            setup(Some("10.0.0.5:4000"), &[(0, PCMU)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap();
+        assert_eq!(
+            s.on_rtp(Leg::A, addr("127.0.0.1:6666"), &mut rtp(0, 2, 0, 1), t0 + Duration::from_secs(3600)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_new_hint_from_a_reinvite_unlatches() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap();
+        // Same hint, new payload types: the latch stays.
+        let same =
+            LegParams { remote_rtp: Some(addr(PHONE_A)), remote_rtcp: None, payloads: map(&[(0, PCMU), (110, TE)]) };
+        s.update_leg(Leg::A, same, t0).unwrap();
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, Some(addr(PHONE_A)));
+        // Another device: learn again, from whoever sends first.
+        let moved =
+            LegParams { remote_rtp: Some(addr("10.0.0.9:5000")), remote_rtcp: None, payloads: map(&[(0, PCMU)]) };
+        s.update_leg(Leg::A, moved, t0).unwrap();
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, None);
+        assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0).unwrap().to, addr("10.0.0.9:5000"));
+        s.on_rtp(Leg::A, addr("127.0.0.1:41000"), &mut rtp(0, 2, 160, 1), t0).unwrap();
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, Some(addr("127.0.0.1:41000")));
+    }
+
+    #[test]
+    fn a_hold_reinvite_to_0_0_0_0_keeps_the_latch_and_sends_nowhere_new() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0).unwrap();
+        let hold =
+            LegParams { remote_rtp: Some(addr("0.0.0.0:40010")), remote_rtcp: None, payloads: map(&[(0, PCMU)]) };
+        s.update_leg(Leg::B, hold, t0).unwrap();
+        assert_eq!(s.stats(Leg::B).unwrap().rtp_source, Some(addr(PHONE_B)));
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap().to, addr(PHONE_B));
+        // A leg that never latched has nowhere to go rather than 0.0.0.0.
+        let mut s = MediaSession::bridge(
+            config(),
+            setup(Some(PHONE_A), &[(0, PCMU)]),
+            setup(Some("0.0.0.0:40010"), &[(0, PCMU)]),
+            t0,
+        );
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0), None);
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_no_destination, 1);
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 2];
+        assert_eq!(s.on_rtcp(Leg::A, addr("127.0.0.1:40001"), &rr, t0), None);
+    }
+
+    #[test]
+    fn reinvite_renumbering_payload_types_maps_by_codec() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let renumbered =
+            LegParams { remote_rtp: Some(addr(PHONE_B)), remote_rtcp: None, payloads: map(&[(8, PCMA), (120, TE)]) };
+        s.update_leg(Leg::B, renumbered, t0).unwrap();
+        let mut buf = vec![0; 16];
+        write_packet(&mut buf, 101, false, 1, 0, 1, &[1, 0, 0, 160]).unwrap();
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0).unwrap();
+        assert_eq!(header(&buf).0, 120);
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 2, 0, 1), t0), None, "B dropped PCMU");
+    }
+
+    /// After a re-INVITE the caller's phone restarts its stream (new SSRC,
+    /// sequence and timestamp); B must see one stream continue.
+    #[test]
+    fn ssrc_change_keeps_the_receivers_stream_continuous() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let mut t = t0;
+        for i in 0..50u16 {
+            let mut buf = rtp(0, 1000 + i, 16000 + 160 * u32::from(i), 0x1111);
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t).unwrap();
+            assert_eq!(header(&buf), (0, false, 1000 + i, 16000 + 160 * u32::from(i), 0x1111));
+            t += ms(20);
+        }
+        // Last sent: seq 1049, ts 23840 at t0 + 980 ms. The new stream starts 20 ms later.
+        let mut buf = rtp(0, 7, 999_999, 0x2222);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t).unwrap();
+        assert_eq!(header(&buf), (0, true, 1050, 24000, 0x1111), "seq + 1, ts + 20 ms, same SSRC, marker");
+        let mut buf = rtp(0, 8, 999_999 + 160, 0x2222);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t + ms(20)).unwrap();
+        assert_eq!(header(&buf), (0, false, 1051, 24160, 0x1111));
+        assert_eq!(s.stats(Leg::B).unwrap().stream_changes, 1);
+
+        // A late packet of the old stream is just another switch-over: still continuous.
+        let mut buf = rtp(0, 1049, 23840, 0x1111);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t + ms(30)).unwrap();
+        assert_eq!(header(&buf).2, 1052);
+    }
+
+    #[test]
+    fn a_timestamp_gap_follows_the_wall_clock() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 0x1111), t0).unwrap();
+        let mut buf = rtp(0, 1, 0, 0x2222);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0 + Duration::from_secs(3)).unwrap();
+        assert_eq!(header(&buf), (0, true, 2, 24000, 0x1111));
+    }
+
+    #[test]
+    fn a_sequence_restart_with_the_same_ssrc_is_a_switch_over() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 40000, 0, 7), t0).unwrap();
+        // Reordering (100 behind) and loss (2999 ahead) pass through.
+        let mut late = rtp(0, 39900, 0, 7);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut late, t0).unwrap();
+        assert_eq!(header(&late).2, 39900);
+        let mut lossy = rtp(0, 42999, 480, 7);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut lossy, t0 + ms(20)).unwrap();
+        assert_eq!(header(&lossy).2, 42999);
+        // The phone restarted at 1.
+        let mut restarted = rtp(0, 1, 0, 7);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut restarted, t0 + ms(40)).unwrap();
+        assert_eq!(header(&restarted), (0, true, 43000, 480 + 160, 7));
+    }
+
+    #[test]
+    fn hold_forwards_nothing_and_resumes_continuously() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 10, 1600, 0xa), t0).unwrap();
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 90, 800, 0xb), t0).unwrap();
+        s.set_mode(Mode::Hold { held: Leg::B }, t0).unwrap();
+        assert_eq!(s.poll_timeout(), None, "no inactivity on hold");
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 11, 1760, 0xa), t0 + ms(20)), None);
+        assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 91, 960, 0xb), t0 + ms(20)), None);
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_by_mode, 1);
+        assert_eq!(s.stats(Leg::B).unwrap().dropped_by_mode, 1);
+        // RTCP still flows.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 2];
+        assert_eq!(s.on_rtcp(Leg::A, addr("127.0.0.1:40001"), &rr, t0).unwrap().leg, Leg::B);
+
+        // Music on hold continues B's stream.
+        let mut moh = rtp(0, 5000, 77, 0x3333);
+        assert_eq!(s.inject(Leg::B, &mut moh, t0 + ms(40)).unwrap().to, addr(PHONE_B));
+        assert_eq!(header(&moh), (0, true, 11, 1600 + 320, 0xa));
+
+        s.set_mode(Mode::Bridge, t0 + ms(60)).unwrap();
+        let mut buf = rtp(0, 12, 1920, 0xa);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0 + ms(60)).unwrap();
+        assert_eq!(header(&buf), (0, true, 12, 1920 + 160, 0xa), "after the music, A's stream again");
+    }
+
+    #[test]
+    fn echo_returns_packets_to_their_sender() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::echo(config(), setup(None, &[(0, PCMU), (101, TE)]), t0);
+        let mut buf = rtp(0, 1, 160, 0x1234);
+        let fwd = s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0).unwrap();
+        assert_eq!(fwd, Forward { leg: Leg::A, to: addr(PHONE_A), channel: Channel::Rtp });
+        let (pt, _, seq, ts, ssrc) = header(&buf);
+        assert_eq!((pt, seq, ts), (0, 1, 160));
+        assert_ne!(ssrc, 0x1234, "the phone must not see its own SSRC");
+        // RTCP is not echoed.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 2];
+        assert_eq!(s.on_rtcp(Leg::A, addr(PHONE_A), &rr, t0), None);
+        // No leg B to bridge or hold.
+        assert!(matches!(s.set_mode(Mode::Bridge, t0), Err(MediaError::NoLegB { .. })));
+        assert!(s.set_mode(Mode::Hold { held: Leg::B }, t0).is_err());
+        assert!(s.update_leg(Leg::B, LegParams::default(), t0).is_err());
+    }
+
+    #[test]
+    fn echo_mode_in_a_bridged_call_drops_leg_b() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.set_mode(Mode::Echo, t0).unwrap();
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap().leg, Leg::A);
+        assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0), None);
+        assert_eq!(s.stats(Leg::B).unwrap().dropped_by_mode, 1);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)), "only A is expected to send");
+    }
+
+    #[test]
+    fn rtcp_is_relayed_unchanged_to_the_latched_address() {
+        let t0 = Instant::now();
+        let mut a = setup(Some(PHONE_A), &[(0, PCMU)]);
+        a.rtcp_mux = true;
+        let mut s = MediaSession::bridge(config(), a, setup(Some(PHONE_B), &[(0, PCMU)]), t0);
+        let sr = [0x80, 200, 0, 1, 0, 0, 0, 0xa];
+        // A muxes: its RTCP arrives on the RTP port and leaves B's RTCP port.
+        let mut buf = sr;
+        let fwd = s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0).unwrap();
+        assert_eq!(fwd, Forward { leg: Leg::B, to: addr("127.0.0.1:40011"), channel: Channel::Rtcp });
+        assert_eq!(buf, sr);
+        // B's RTCP goes to A's RTP address (mux), from A's RTP socket.
+        let fwd = s.on_rtcp(Leg::B, addr("127.0.0.1:40011"), &sr, t0).unwrap();
+        assert_eq!(fwd, Forward { leg: Leg::A, to: addr(PHONE_A), channel: Channel::Rtp });
+        // RTCP latches like RTP: another source is dropped.
+        assert_eq!(s.on_rtcp(Leg::B, addr("127.0.0.1:7777"), &sr, t0 + ms(10)), None);
+        let b = s.stats(Leg::B).unwrap();
+        assert_eq!((b.rtcp_packets_in, b.rtcp_packets_out, b.dropped_wrong_source), (1, 1, 1));
+        assert_eq!(b.rtcp_source, Some(addr("127.0.0.1:40011")));
+        assert_eq!(s.on_rtcp(Leg::B, addr("127.0.0.1:40011"), &sr[..6], t0), None);
+        assert_eq!(s.stats(Leg::B).unwrap().dropped_malformed, 1);
+    }
+
+    #[test]
+    fn inactivity_is_reported_exactly_at_the_timeout() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let timeout = Duration::from_secs(10);
+        let last_a = t0 + ms(500);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), last_a).unwrap();
+        let last_b = t0 + ms(700);
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), last_b).unwrap();
+        assert_eq!(s.poll_timeout(), Some(last_a + timeout));
+        assert_eq!(s.handle_timeout(last_a + timeout - Duration::from_nanos(1)), []);
+        assert_eq!(s.handle_timeout(last_a + timeout), [MediaEvent::Inactive { leg: Leg::A, silent_for: timeout }]);
+        // Reported once; B's deadline is next.
+        assert_eq!(s.poll_timeout(), Some(last_b + timeout));
+        assert_eq!(s.handle_timeout(last_b + timeout), [MediaEvent::Inactive { leg: Leg::B, silent_for: timeout }]);
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.handle_timeout(last_b + timeout * 2), []);
+        // A packet re-arms it.
+        let back = t0 + Duration::from_secs(30);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 2, 160, 1), back).unwrap();
+        assert_eq!(s.poll_timeout(), Some(back + timeout));
+    }
+
+    #[test]
+    fn inactivity_waits_for_the_start_grace() {
+        let t0 = Instant::now();
+        let config = SessionConfig { start_grace: Duration::from_secs(5), ..config() };
+        let mut s = MediaSession::echo(config, setup(None, &[(0, PCMU)]), t0);
+        let due = t0 + Duration::from_secs(15);
+        assert_eq!(s.poll_timeout(), Some(due), "never sent: grace, then the timeout");
+        assert_eq!(s.handle_timeout(due - ms(1)), []);
+        assert_eq!(s.handle_timeout(due), [MediaEvent::Inactive { leg: Leg::A, silent_for: Duration::from_secs(15) }]);
+        // A packet inside the grace does not shorten it.
+        let mut s = MediaSession::echo(config, setup(None, &[(0, PCMU)]), t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0 + ms(100)).unwrap();
+        assert_eq!(s.poll_timeout(), Some(due));
+        // Resuming from hold starts a new grace.
+        s.set_mode(Mode::Hold { held: Leg::A }, t0 + Duration::from_secs(1)).unwrap();
+        let resumed = t0 + Duration::from_secs(100);
+        s.set_mode(Mode::Echo, resumed).unwrap();
+        assert_eq!(s.poll_timeout(), Some(resumed + Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn malformed_packets_are_counted_never_fatal() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let mut inputs: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x80],
+            vec![0x80, 0],
+            vec![0x40; 12],
+            vec![0x8f, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], // 15 CSRCs, none present
+            vec![0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe, 0xde, 0xff, 0xff], // extension overruns
+            vec![0xa0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff], // padding overruns
+            vec![0x80, 200, 0, 9, 0, 0, 0, 1],           // RTCP whose length overruns
+            vec![0x80; MAX_PACKET_LEN + 1],              // oversized
+        ];
+        let count = inputs.len() as u64;
+        for buf in &mut inputs {
+            assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), buf, t0), None);
+        }
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_malformed, count);
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_source, None, "nothing malformed latches");
+
+        // Pseudo-random datagrams on every entry point, both legs.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut buf = [0u8; 200];
+        for round in 0..20_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 200) as usize;
+            for (i, b) in buf[..len].iter_mut().enumerate() {
+                *b = (state.rotate_left(i as u32 * 5) as u8) ^ (i as u8);
+            }
+            if round % 2 == 0 {
+                buf[0] = 0x80 | (buf[0] & 0x3f);
+            }
+            let leg = if round % 3 == 0 { Leg::B } else { Leg::A };
+            let from = SocketAddr::new([127, 0, 0, 1].into(), 40000 + (state % 3) as u16);
+            let now = t0 + ms(u64::from(round));
+            let _ = s.on_rtp(leg, from, &mut buf[..len], now);
+            let _ = s.on_rtcp(leg, from, &buf[..len], now);
+            let _ = s.inject(leg, &mut buf[..len], now);
+        }
+    }
+
+    #[test]
+    fn payload_maps_reject_what_cannot_work() {
+        assert!(PayloadMap::new(&[(0, PCMU), (8, PCMA), (101, TE)]).is_ok());
+        let text = |entries: &[(u8, Codec)]| PayloadMap::new(entries).unwrap_err().to_string();
+        assert_eq!(text(&[(128, PCMU)]), "payload type 128 is not usable: payload types are 0-127");
+        assert!(text(&[(72, PCMU)]).contains("RFC 5761"));
+        assert_eq!(text(&[(0, PCMU), (0, PCMA)]), "payload type 0 is not usable: it is listed twice");
+        let many: Vec<(u8, Codec)> = (0..33).map(|pt| (pt, PCMU)).collect();
+        assert_eq!(text(&many), "payload map has 33 entries, more than the 32 allowed");
+    }
+
+    #[test]
+    fn codecs_from_sdp() {
+        assert_eq!(Codec::from_rtpmap("PCMU", 8000), Some(PCMU));
+        assert_eq!(Codec::from_rtpmap("pcma", 8000), Some(PCMA));
+        assert_eq!(Codec::from_rtpmap("telephone-event", 48000), Some(Codec::TelephoneEvent { clock_rate: 48000 }));
+        assert_eq!(Codec::from_rtpmap("opus", 48000), Some(Codec::Opus));
+        assert_eq!(Codec::from_rtpmap("PCMU", 16000), None);
+        assert_eq!(Codec::from_rtpmap("AMR", 8000), None);
+        assert_eq!(Codec::Pcma.static_payload_type(), Some(8));
+        assert_eq!(TE.static_payload_type(), None);
+    }
+
+    /// The relay path allocates nothing per packet, switch-overs, drops and
+    /// telephone-events included (counted by the test allocator in lib.rs).
+    #[test]
+    fn on_rtp_allocates_nothing() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let mut a = rtp(0, 1, 0, 0xa);
+        let mut b = rtp(8, 1, 0, 0xb);
+        let mut event = vec![0; 16];
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 2];
+        let intruder = addr("127.0.0.1:6666");
+        // Latch first: the debug line logged then is not on the steady path.
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 0, 0, 0xa), t0).unwrap();
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(8, 0, 0, 0xb), t0).unwrap();
+        let before = crate::test_alloc::allocations_on_this_thread();
+        for i in 0..2000u16 {
+            let now = t0 + ms(u64::from(i) * 20);
+            let ssrc = if i < 1000 { 0xa } else { 0xaa };
+            write_packet(&mut a, 0, false, i, u32::from(i) * 160, ssrc, &[0xd5; 160]).unwrap();
+            assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut a, now).is_some());
+            write_packet(&mut b, 8, false, i, u32::from(i) * 160, 0xb, &[0xd5; 160]).unwrap();
+            assert!(s.on_rtp(Leg::B, addr(PHONE_B), &mut b, now).is_some());
+            assert!(s.on_rtp(Leg::A, intruder, &mut a, now).is_none());
+            if i % 100 == 0 {
+                write_packet(&mut event, 101, false, i, u32::from(i) * 160, 0xa, &[1, 0, 0, 160]).unwrap();
+                assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut event, now).is_some());
+                assert!(s.on_rtcp(Leg::B, addr("127.0.0.1:40011"), &rr, now).is_some());
+            }
+        }
+        assert_eq!(crate::test_alloc::allocations_on_this_thread() - before, 0);
+        // The counter does see allocations.
+        let boxed = std::hint::black_box(Box::new(before));
+        assert!(crate::test_alloc::allocations_on_this_thread() > before, "{boxed}");
+    }
+}
