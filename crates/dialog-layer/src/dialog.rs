@@ -202,10 +202,8 @@ impl Dialog {
             Some(last) if cseq.seq < last || (cseq.seq == last && !same_as_invite) => return Err(InDialogError::OutOfOrder),
             _ => self.remote_seq = Some(cseq.seq),
         }
-        if matches!(cseq.method, Method::Invite | Method::Update) {
-            if let Some(target) = contact_uri(req) {
-                self.remote_target = target;
-            }
+        if let (Method::Invite | Method::Update, Some(target)) = (&cseq.method, contact_uri(req)) {
+            self.remote_target = target;
         }
         Ok(())
     }

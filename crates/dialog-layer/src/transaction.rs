@@ -608,10 +608,8 @@ impl TransactionLayer {
             if self.server_index.get(&tx.key) == Some(&id) {
                 self.server_index.remove(&tx.key);
             }
-            if let Some(k) = tx.merge_key {
-                if self.merge_index.get(&k) == Some(&id) {
-                    self.merge_index.remove(&k);
-                }
+            if let Some(k) = tx.merge_key.filter(|k| self.merge_index.get(k) == Some(&id)) {
+                self.merge_index.remove(&k);
             }
         }
     }

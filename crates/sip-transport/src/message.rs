@@ -309,7 +309,7 @@ impl SipMessage {
 
         let mut fields = Vec::with_capacity(16);
         let mut content_length: Option<usize> = None;
-        while let Some((line, off)) = lines.next() {
+        for (line, off) in lines {
             let off = start + off;
             let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
                 fault.get_or_insert("Malformed header line");
