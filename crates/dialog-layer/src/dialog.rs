@@ -12,7 +12,9 @@ use bytes::Bytes;
 use sip_transport::header::NameAddr;
 use sip_transport::{HeaderName, Method, MessageWriter, SipMessage};
 
-use crate::transaction::new_branch;
+use std::time::{Duration, Instant};
+
+use crate::transaction::{TimerConfig, Transmit, new_branch};
 
 /// Call-ID plus the two tags, from our point of view.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -252,6 +254,50 @@ impl Dialog {
     }
 }
 
+/// Our 2xx to an INVITE, sent again until its ACK arrives (RFC 3261 §13.3.1.4):
+/// the INVITE transaction hands 2xx reliability to the TU (RFC 6026), so the call
+/// that answered keeps one of these. T1, doubling up to T2; after 64×T1 without
+/// ACK the call should be ended with a BYE.
+#[derive(Clone, Debug)]
+pub struct PendingAnswer {
+    transmit: Transmit,
+    next: Instant,
+    interval: Duration,
+    t2: Duration,
+    give_up: Instant,
+}
+
+/// What a [`PendingAnswer`] wants at a timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnswerTimer {
+    Retransmit(Transmit),
+    /// No ACK for 64×T1: confirm the dialog and end the session with a BYE.
+    GiveUp,
+}
+
+impl PendingAnswer {
+    /// `transmit` was just sent (through the server transaction) at `now`.
+    pub fn new(transmit: Transmit, timers: &TimerConfig, now: Instant) -> Self {
+        PendingAnswer { transmit, next: now + timers.t1, interval: timers.t1, t2: timers.t2, give_up: now + timers.t1 * 64 }
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        self.next.min(self.give_up)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<AnswerTimer> {
+        if now >= self.give_up {
+            return Some(AnswerTimer::GiveUp);
+        }
+        if now < self.next {
+            return None;
+        }
+        self.interval = (self.interval * 2).min(self.t2);
+        self.next += self.interval;
+        Some(AnswerTimer::Retransmit(self.transmit.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +395,33 @@ Content-Length: 0
         // The next request gets CSeq 2.
         let (_, seq) = d.request(&Method::Bye, "SIP/2.0/UDP 127.0.0.1:5060", &[], None);
         assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn a_2xx_is_resent_until_ack_then_given_up() {
+        let t0 = Instant::now();
+        let target = sip_transport::Target {
+            transport: sip_transport::Transport::Udp,
+            remote: "10.0.0.5:5062".parse().unwrap(),
+            flow: None,
+            listener: Some(0),
+        };
+        let ok = Transmit { target, data: Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n") };
+        let mut p = PendingAnswer::new(ok.clone(), &TimerConfig::default(), t0);
+        let mut sent = Vec::new();
+        let end = loop {
+            let now = p.poll_timeout();
+            match p.handle_timeout(now) {
+                Some(AnswerTimer::Retransmit(t)) => {
+                    assert_eq!(t, ok);
+                    sent.push((now - t0).as_millis());
+                }
+                Some(AnswerTimer::GiveUp) => break now,
+                None => panic!("woken for nothing at {:?}", now - t0),
+            }
+        };
+        assert_eq!(sent, [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
+        assert_eq!((end - t0).as_millis(), 32_000, "64×T1");
     }
 
     #[test]
