@@ -7,4 +7,5 @@ pub mod dialog;
 pub mod guard;
 pub mod registrar;
 pub mod registration;
+pub mod session_timer;
 pub mod transaction;
