@@ -8,6 +8,7 @@
 //! URI scheme -> Require -> content -> authentication -> dispatch.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +24,17 @@ use sip_transport::writer::{reason_phrase, response_to};
 use sip_transport::{FlowId, HeaderName, Method, SipMessage, Source, Target};
 use tracing::{debug, info, warn};
 
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use dialog_layer::dialog::{AnswerTimer, Dialog, DialogId, PendingAnswer};
+use media_relay::{Codec as MediaCodec, LegParams, MediaEvent, MediaRelay, PayloadMap};
+use tokio::sync::mpsc;
+
+use crate::cdr::{Cdr, CdrSink, Disposition, HangupBy};
 use crate::dialplan::Route;
+use crate::echo::{EchoCall, MediaReport, spawn_media_task};
+use crate::sdp::{Direction, LocalSession, SdpSession, negotiate};
 use crate::settings::{CoreSettings, Profile};
 use crate::stats::CoreStats;
 
@@ -49,6 +60,12 @@ pub struct SipCore {
     delayed_seq: u64,
     next_sweep: Instant,
     stats: CoreStats,
+    /// The media relay; without one, destinations that need media answer 503.
+    media: Option<MediaRelay>,
+    echo_calls: HashMap<DialogId, EchoCall>,
+    media_reports: mpsc::UnboundedSender<MediaReport>,
+    media_reports_rx: Option<mpsc::UnboundedReceiver<MediaReport>>,
+    cdr: Option<CdrSink>,
 }
 
 /// The parts of a validated request the checks below need.
@@ -65,6 +82,7 @@ impl SipCore {
         let registrar = Registrar::new(InMemoryLocation::default(), settings.registrar.clone());
         let auth = DigestAuthenticator::new(settings.digest.clone(), now);
         let guard = AuthGuard::new(settings.guard.clone());
+        let (media_reports, media_reports_rx) = mpsc::unbounded_channel();
         SipCore {
             settings,
             transactions,
@@ -75,7 +93,33 @@ impl SipCore {
             delayed_seq: 0,
             next_sweep: now + EXPIRY_SWEEP,
             stats: CoreStats::default(),
+            media: None,
+            echo_calls: HashMap::new(),
+            media_reports,
+            media_reports_rx: Some(media_reports_rx),
+            cdr: None,
         }
+    }
+
+    /// Media through this relay (needs a tokio runtime when calls are answered).
+    pub fn with_media(mut self, relay: MediaRelay) -> Self {
+        self.media = Some(relay);
+        self
+    }
+
+    pub fn with_cdr(mut self, sink: CdrSink) -> Self {
+        self.cdr = Some(sink);
+        self
+    }
+
+    /// The reports of call media (inactivity), for the driver to feed back
+    /// through [`SipCore::handle_media_report`]. Taken once.
+    pub fn take_media_reports(&mut self) -> Option<mpsc::UnboundedReceiver<MediaReport>> {
+        self.media_reports_rx.take()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.echo_calls.len()
     }
 
     pub fn stats(&self) -> &CoreStats {
@@ -112,6 +156,11 @@ impl SipCore {
         if let Some((due, _)) = self.delayed.keys().next() {
             t = t.min(*due);
         }
+        for call in self.echo_calls.values() {
+            if let Some(p) = &call.pending {
+                t = t.min(p.poll_timeout());
+            }
+        }
         Some(t)
     }
 
@@ -130,6 +179,23 @@ impl SipCore {
             }
             let (tx, data) = entry.remove();
             out.extend(self.transactions.respond(tx, data, now));
+        }
+        let due: Vec<DialogId> = self
+            .echo_calls
+            .iter()
+            .filter(|(_, c)| c.pending.as_ref().is_some_and(|p| p.poll_timeout() <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(call) = self.echo_calls.get_mut(&id) else { continue };
+            match call.pending.as_mut().and_then(|p| p.handle_timeout(now)) {
+                Some(AnswerTimer::Retransmit(t)) => out.push(t),
+                Some(AnswerTimer::GiveUp) => {
+                    warn!(call_id = %id.call_id, "no ACK for our 2xx: ending the call");
+                    out.extend(self.end_echo(&id, true, HangupBy::Switch, "no ACK", now));
+                }
+                None => {}
+            }
         }
         if now >= self.next_sweep {
             self.next_sweep = now + EXPIRY_SWEEP;
@@ -224,7 +290,14 @@ impl SipCore {
             RequestOutcome::New(tx) => self.process(&req, tx, now),
             RequestOutcome::Merged(tx) => self.reply(&req, tx, 482, "Loop Detected (merged request)", &[], now),
             RequestOutcome::Retransmission(t) => t.into_iter().collect(),
-            RequestOutcome::AckAbsorbed | RequestOutcome::Ack2xx => Vec::new(),
+            RequestOutcome::AckAbsorbed => Vec::new(),
+            RequestOutcome::Ack2xx => {
+                // The ACK of our 2xx ends its retransmission (§13.3.1.4).
+                if let Some(call) = DialogId::of_request(msg).and_then(|id| self.echo_calls.get_mut(&id)) {
+                    call.pending = None;
+                }
+                Vec::new()
+            }
             RequestOutcome::Cancel { cancel, invite } => {
                 // Every INVITE gets its final response at once for now, so there is
                 // never a pending one to cancel.
@@ -245,8 +318,7 @@ impl SipCore {
         let msg = req.msg;
         match req.method {
             Method::Ack => return Vec::new(),
-            Method::Invite | Method::Options | Method::Register => {}
-            Method::Bye => return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now),
+            Method::Invite | Method::Options | Method::Register | Method::Bye => {}
             _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
         }
         if self.is_loop(msg) {
@@ -281,6 +353,17 @@ impl SipCore {
                 &[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", &supported)],
                 now,
             );
+        }
+        // Requests inside a dialog belong to its call; the dialog (its unguessable
+        // tags) is their authentication (RFC 3261 §12.2.2).
+        if matches!(req.method, Method::Invite | Method::Bye) {
+            match DialogId::of_request(msg) {
+                Some(id) => return self.in_dialog(req, tx, &id, now),
+                None if *req.method == Method::Bye => {
+                    return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now);
+                }
+                None => {}
+            }
         }
         let user = match req.profile {
             Profile::Internal => match self.authenticate(req, tx, now) {
@@ -459,11 +542,173 @@ impl SipCore {
         match self.settings.dialplan.route(req.profile, &number) {
             None => self.reply(req, tx, 404, "Not Found", &[], now),
             Some(Route::Hangup { status }) => self.reply(req, tx, status, reason_phrase(status), &[], now),
+            Some(Route::Echo) => self.answer_echo(req, tx, &number, now),
             Some(Route::Endpoint { id, .. }) if !self.settings.endpoints.contains_key(&id) => {
                 self.reply(req, tx, 404, "Not Found", &[], now)
             }
             Some(_) => self.reply(req, tx, 480, "Temporarily Unavailable", &[], now),
         }
+    }
+
+    /// The `echo` destination: negotiate the caller's offer, anchor one media leg
+    /// in echo mode, answer 200 with our SDP and keep the call until BYE.
+    fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
+        let msg = req.msg;
+        let Some(relay) = self.media.clone() else {
+            return self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now);
+        };
+        if msg.body().is_empty() {
+            // Answering an offerless INVITE needs our offer in the 2xx; not yet.
+            return self.reply(req, tx, 488, "Not Acceptable Here (an SDP offer is required)", &[], now);
+        }
+        let offer = match SdpSession::parse(msg.body()) {
+            Ok(o) => o,
+            Err(e) => return self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now),
+        };
+        let agreed = match negotiate(&offer, Direction::SendRecv) {
+            Ok(a) => a,
+            Err(e) => return self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now),
+        };
+        let payloads: Vec<(u8, MediaCodec)> = agreed
+            .audio
+            .codecs
+            .iter()
+            .chain(agreed.audio.telephone_event.iter())
+            .filter_map(|c| MediaCodec::from_rtpmap(&c.name, c.clock_rate).map(|m| (c.payload_type, m)))
+            .collect();
+        let payloads = match PayloadMap::new(&payloads) {
+            Ok(p) => p,
+            Err(e) => return self.reply(req, tx, 488, &format!("Not Acceptable Here ({e})"), &[], now),
+        };
+        let leg = match relay.allocate_leg(agreed.audio.rtcp_mux) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "no media port for a call");
+                return self.reply(req, tx, 503, "Service Unavailable (no media port)", &[("Retry-After", "5")], now);
+            }
+        };
+        let local_rtp = leg.local_rtp();
+        let media = relay.echo(leg, LegParams { remote_rtp: agreed.remote_rtp, remote_rtcp: agreed.remote_rtcp, payloads });
+
+        let local_tag = to_tag(msg);
+        let contact = our_contact(&req.source);
+        let dialog = match Dialog::as_uas(msg, &local_tag, &contact, true) {
+            Ok(d) => d,
+            Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
+        };
+        let mut sdp = LocalSession::new(rand::random(), relay.config().advertise_ip);
+        let answer = sdp.answer(&offer, &agreed, SocketAddr::new(relay.config().advertise_ip, local_rtp.port())).to_string();
+        let mut w = response_to(msg, req.source.remote, 200, "OK", Some(&local_tag));
+        w.header("Contact", &contact);
+        w.header("Allow", ALLOW);
+        w.header("Server", &self.settings.user_agent);
+        self.stats.count_response(200);
+        let data = w.finish(Some("application/sdp"), answer.as_bytes());
+        let Some(sent) = self.transactions.respond(tx, data, now) else { return Vec::new() };
+
+        let id = dialog.id.clone();
+        info!(call_id = %id.call_id, caller = %caller_of(msg), number, "echo call answered");
+        let call = EchoCall {
+            media_stop: spawn_media_task(id.clone(), media, self.media_reports.clone()),
+            pending: Some(PendingAnswer::new(sent.clone(), &self.settings.timers, now)),
+            dialog,
+            sdp,
+            local_rtp: SocketAddr::new(relay.config().advertise_ip, local_rtp.port()),
+            target: Target::reply_to(&req.source),
+            via: our_via(&req.source),
+            caller: caller_of(msg),
+            callee: number.to_string(),
+            start: SystemTime::now(),
+        };
+        self.echo_calls.insert(id, call);
+        vec![sent]
+    }
+
+    /// A request inside a dialog: BYE ends the call, a re-INVITE is answered
+    /// from the same negotiation rules.
+    fn in_dialog(&mut self, req: &Req<'_>, tx: ServerTxId, id: &DialogId, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.echo_calls.get_mut(id) else {
+            return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now);
+        };
+        if let Err(e) = call.dialog.on_request(req.msg) {
+            return self.reply(req, tx, 500, &format!("Server Internal Error ({e})"), &[], now);
+        }
+        if *req.method == Method::Bye {
+            let mut out = self.reply(req, tx, 200, "OK", &[], now);
+            out.extend(self.end_echo(id, false, HangupBy::Caller, "BYE", now));
+            return out;
+        }
+        // A re-INVITE (hold, resume, refresh): answer with the same rules. The
+        // relay keeps its latch; a new payload-type numbering is not applied yet.
+        let answer = SdpSession::parse(req.msg.body()).map_err(|e| e.to_string()).and_then(|offer| {
+            let agreed = negotiate(&offer, Direction::SendRecv).map_err(|e| e.0)?;
+            Ok(call.sdp.answer(&offer, &agreed, call.local_rtp).to_string())
+        });
+        match answer {
+            Ok(body) => {
+                let local_tag = call.dialog.id.local_tag.clone();
+                let contact = call.dialog.local_contact.clone();
+                let mut w = response_to(req.msg, req.source.remote, 200, "OK", Some(&local_tag));
+                w.header("Contact", &contact);
+                w.header("Server", &self.settings.user_agent);
+                self.stats.count_response(200);
+                let data = w.finish(Some("application/sdp"), body.as_bytes());
+                let sent = self.transactions.respond(tx, data, now);
+                if let (Some(sent), Some(call)) = (&sent, self.echo_calls.get_mut(id)) {
+                    call.pending = Some(PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+                }
+                sent.into_iter().collect()
+            }
+            Err(why) => self.reply(req, tx, 488, &format!("Not Acceptable Here ({why})"), &[], now),
+        }
+    }
+
+    /// Ends an echo call: stops its media, writes its CDR, and sends BYE when
+    /// the caller did not.
+    fn end_echo(&mut self, id: &DialogId, send_bye: bool, by: HangupBy, reason: &str, now: Instant) -> Vec<Transmit> {
+        let Some(mut call) = self.echo_calls.remove(id) else { return Vec::new() };
+        let _ = call.media_stop.send(());
+        info!(call_id = %id.call_id, reason, "echo call ended");
+        if let Some(cdr) = &self.cdr {
+            let end = SystemTime::now();
+            cdr.send(Cdr::new(
+                id.call_id.clone(),
+                call.caller.clone(),
+                call.callee.clone(),
+                "echo".into(),
+                (call.start, Some(call.start), end),
+                Disposition::Answered,
+                (200, "OK".into()),
+                by,
+            ));
+        }
+        if !send_bye {
+            return Vec::new();
+        }
+        let (bye, _) = call.dialog.request(&Method::Bye, &call.via, &[("Reason", &format!("SIP;text=\"{reason}\""))], None);
+        match self.transactions.send_request(bye, call.target, now) {
+            Ok((_, t)) => vec![t],
+            Err(why) => {
+                warn!(call_id = %id.call_id, why, "could not send BYE");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Ends every call (at shutdown): BYE to each caller, and their CDRs.
+    pub fn end_all_calls(&mut self, now: Instant) -> Vec<Transmit> {
+        let ids: Vec<DialogId> = self.echo_calls.keys().cloned().collect();
+        ids.iter().flat_map(|id| self.end_echo(id, true, HangupBy::Switch, "shutdown", now)).collect()
+    }
+
+    /// What a call's media reported: a leg went silent, or the media ended.
+    pub fn handle_media_report(&mut self, (id, event): MediaReport, now: Instant) -> Vec<Transmit> {
+        let reason = match event {
+            Some(MediaEvent::Inactive { silent_for, .. }) => format!("RTP timeout ({} s without media)", silent_for.as_secs()),
+            None => "media failed".to_string(),
+        };
+        warn!(call_id = %id.call_id, %reason, "ending the call");
+        self.end_echo(&id, true, HangupBy::Switch, &reason, now)
     }
 
     /// Answers through the server transaction.
@@ -506,6 +751,24 @@ fn to_tag(msg: &SipMessage) -> String {
     h.write(msg.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
     h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
     format!("{:016x}", h.finish())
+}
+
+/// Our Contact for a dialog created from a request that came in on `source`.
+fn our_contact(source: &Source) -> String {
+    match source.transport {
+        sip_transport::Transport::Udp => format!("<sip:tandem@{}>", source.local),
+        t => format!("<sip:tandem@{};transport={}>", source.local, t.as_str().to_ascii_lowercase()),
+    }
+}
+
+/// Our Via (without branch) for requests we send back the way `source` came.
+fn our_via(source: &Source) -> String {
+    format!("SIP/2.0/{} {};rport", source.transport, source.local)
+}
+
+/// The user of the From header, for logs and CDRs.
+fn caller_of(msg: &SipMessage) -> String {
+    msg.from().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user_unescaped()).unwrap_or_default()
 }
 
 /// The number a request dials: the user part of a SIP Request-URI (unescaped),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use sip_transport::Transport;
 use sip_transport::driver::ListenerSpec;
 use switch::dialplan::{DialPlan, Destination, NumberMatch, Rule, Template};
 use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};
+use media_relay::RelayConfig;
 use toml::Spanned;
 
 /// A configuration error, already worded for the operator.
@@ -39,6 +40,7 @@ pub struct Config {
     pub core: CoreSettings,
     /// Endpoints still using their demo password (`demo<ext>`).
     pub demo_endpoints: Vec<String>,
+    pub media: RelayConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,6 +56,29 @@ struct Raw {
     endpoints: BTreeMap<String, Spanned<Endpoint>>,
     trunks: BTreeMap<String, Spanned<Trunk>>,
     dialplan: RawDialPlan,
+    media: Media,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Media {
+    bind: IpAddr,
+    advertise: Spanned<IpAddr>,
+    port_min: Spanned<u64>,
+    port_max: Spanned<u64>,
+    rtp_timeout_s: Spanned<u64>,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            advertise: unspanned(IpAddr::from([127, 0, 0, 1])),
+            port_min: unspanned(20000),
+            port_max: unspanned(29999),
+            rtp_timeout_s: unspanned(60),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -397,6 +422,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         trunks.push(TrunkSettings { name: name.clone(), networks: t.get_ref().networks.clone() });
     }
 
+    let m = &raw.media;
+    if m.advertise.get_ref().is_unspecified() {
+        return Err(src.err(&m.advertise, "media.advertise", "must be an address phones can send to, not 0.0.0.0 or ::"));
+    }
+    let port_min = src.range(&m.port_min, "media.port_min", 1024, 65534)?;
+    let port_max = src.range(&m.port_max, "media.port_max", port_min + 1, 65535)?;
+    let media = RelayConfig {
+        bind_ip: m.bind,
+        advertise_ip: *m.advertise.get_ref(),
+        port_min: port_min as u16,
+        port_max: port_max as u16,
+        rtp_timeout: secs(src.range(&m.rtp_timeout_s, "media.rtp_timeout_s", 5, 3600)?),
+        ..RelayConfig::default()
+    };
+
     let dialplan = DialPlan {
         internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &endpoints, &trunks)?,
         external: dialplan_rules(&src, "dialplan.external", &raw.dialplan.external, &endpoints, &trunks)?,
@@ -428,6 +468,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             dialplan,
         },
         demo_endpoints,
+        media,
     })
 }
 
@@ -527,6 +568,8 @@ mod tests {
         assert_eq!(err("[tls]\ncert = \"a.pem\"\n"), "t.toml:2: tls.key: must be set when tls.cert is");
         let e = err("[profiles.internal]\nudp = [\"127.0.0.1:5060\"]\n[profiles.external]\nudp = [\"127.0.0.1:5060\"]\ntcp = []\n");
         assert!(e.contains("profiles.external.udp: 127.0.0.1:5060 is already used by the internal UDP listener"), "{e}");
+        assert_eq!(err("[media]\nport_min = 30000\nport_max = 20000\n"), "t.toml:3: media.port_max: must be between 30001 and 65535 (got 20000)");
+        assert_eq!(err("[media]\nadvertise = \"0.0.0.0\"\n"), "t.toml:2: media.advertise: must be an address phones can send to, not 0.0.0.0 or ::");
         assert_eq!(err("[log]\nformat = \"xml\"\n"), "t.toml:2: log.format: must be \"text\" or \"json\" (got \"xml\")");
     }
 

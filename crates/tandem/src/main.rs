@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use media_relay::MediaRelay;
 use sip_transport::driver::{TransportConfig, TransportEvent, TransportLayer};
 use sip_transport::{Transport, tls};
 use switch::SipCore;
@@ -100,7 +101,22 @@ async fn run(mut cfg: Config) -> Result<(), String> {
         info!(profile = l.profile.as_str(), transport = %l.transport, addr = %l.addr, "listening");
     }
 
-    let mut core = SipCore::new(cfg.core, Instant::now());
+    let relay = MediaRelay::new(cfg.media.clone()).map_err(|e| format!("media: {e}"))?;
+    info!(
+        bind = %cfg.media.bind_ip,
+        advertise = %cfg.media.advertise_ip,
+        ports = %format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
+        "media relay ready"
+    );
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+    let cdr_path = cfg.data_dir.join("cdr.jsonl");
+    let (cdr, cdr_writer) = switch::cdr::spawn_writer(&cdr_path);
+    info!(path = %cdr_path.display(), "CDRs are appended here");
+
+    let mut core = SipCore::new(cfg.core, Instant::now()).with_media(relay).with_cdr(cdr);
+    let Some(mut media_reports) = core.take_media_reports() else {
+        return Err("media reports already taken".into());
+    };
     let mut batch = Vec::with_capacity(BATCH);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut next_stats = Instant::now() + STATS_EVERY;
@@ -135,12 +151,28 @@ async fn run(mut cfg: Config) -> Result<(), String> {
                     log_stats(&core, &transport, now, &mut logged);
                 }
             }
+            Some(report) = media_reports.recv() => {
+                for t in core.handle_media_report(report, Instant::now()) {
+                    transport.send(t.target, t.data);
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
     info!("shutting down");
+    let byes = core.end_all_calls(Instant::now());
+    if !byes.is_empty() {
+        for t in byes {
+            transport.send(t.target, t.data);
+        }
+        // Let the BYEs leave before the sockets close.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     log_stats(&core, &transport, Instant::now(), &mut logged);
     transport.shutdown();
+    // The last CDRs are written before the process ends.
+    drop(core);
+    let _ = cdr_writer.await;
     Ok(())
 }
 
