@@ -60,3 +60,13 @@ fn the_dial_plan_refuses_what_it_does_not_route() {
     }
     assert!(!switch.wait_for_log(&["echo call answered"], Duration::from_millis(200)));
 }
+
+#[test]
+fn a_call_whose_media_stops_is_hung_up_by_the_switch() {
+    // rtp_timeout_s = 5, after the relay's 5 s start grace: the BYE comes at about 10 s.
+    let switch = Switch::start("silent", &echo_config().replace("port_max = 32999\n", "port_max = 32999\nrtp_timeout_s = 5\n"));
+    let udp = switch.addr("internal", "udp", false);
+    sipp_ok("call_echo_silent.xml", udp, "u1", &["-s", "6000", "-au", "1001", "-ap", "demo1001", "-mi", "127.0.0.1"]);
+    assert!(switch.wait_for_log(&["ending the call", "RTP timeout"], Duration::from_secs(2)));
+    assert!(switch.wait_for_log(&["call media stopped"], Duration::from_secs(2)));
+}
