@@ -63,6 +63,8 @@ pub struct SipCore {
     /// The media relay; without one, destinations that need media answer 503.
     media: Option<MediaRelay>,
     echo_calls: HashMap<DialogId, EchoCall>,
+    /// Our 2xx answers to INVITEs waiting for their ACK, by dialog.
+    pending_answers: HashMap<DialogId, PendingAnswer>,
     media_reports: mpsc::UnboundedSender<MediaReport>,
     media_reports_rx: Option<mpsc::UnboundedReceiver<MediaReport>>,
     cdr: Option<CdrSink>,
@@ -95,6 +97,7 @@ impl SipCore {
             stats: CoreStats::default(),
             media: None,
             echo_calls: HashMap::new(),
+            pending_answers: HashMap::new(),
             media_reports,
             media_reports_rx: Some(media_reports_rx),
             cdr: None,
@@ -156,10 +159,8 @@ impl SipCore {
         if let Some((due, _)) = self.delayed.keys().next() {
             t = t.min(*due);
         }
-        for call in self.echo_calls.values() {
-            if let Some(p) = &call.pending {
-                t = t.min(p.poll_timeout());
-            }
+        for p in self.pending_answers.values() {
+            t = t.min(p.poll_timeout());
         }
         Some(t)
     }
@@ -180,15 +181,11 @@ impl SipCore {
             let (tx, data) = entry.remove();
             out.extend(self.transactions.respond(tx, data, now));
         }
-        let due: Vec<DialogId> = self
-            .echo_calls
-            .iter()
-            .filter(|(_, c)| c.pending.as_ref().is_some_and(|p| p.poll_timeout() <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due: Vec<DialogId> =
+            self.pending_answers.iter().filter(|(_, p)| p.poll_timeout() <= now).map(|(id, _)| id.clone()).collect();
         for id in due {
-            let Some(call) = self.echo_calls.get_mut(&id) else { continue };
-            match call.pending.as_mut().and_then(|p| p.handle_timeout(now)) {
+            let Some(pending) = self.pending_answers.get_mut(&id) else { continue };
+            match pending.handle_timeout(now) {
                 Some(AnswerTimer::Retransmit(t)) => out.push(t),
                 Some(AnswerTimer::GiveUp) => {
                     warn!(call_id = %id.call_id, "no ACK for our 2xx: ending the call");
@@ -293,8 +290,8 @@ impl SipCore {
             RequestOutcome::AckAbsorbed => Vec::new(),
             RequestOutcome::Ack2xx => {
                 // The ACK of our 2xx ends its retransmission (§13.3.1.4).
-                if let Some(call) = DialogId::of_request(msg).and_then(|id| self.echo_calls.get_mut(&id)) {
-                    call.pending = None;
+                if let Some(id) = DialogId::of_request(msg) {
+                    self.pending_answers.remove(&id);
                 }
                 Vec::new()
             }
@@ -610,7 +607,6 @@ impl SipCore {
         info!(call_id = %id.call_id, caller = %caller_of(msg), number, "echo call answered");
         let call = EchoCall {
             media_stop: spawn_media_task(id.clone(), media, self.media_reports.clone()),
-            pending: Some(PendingAnswer::new(sent.clone(), &self.settings.timers, now)),
             dialog,
             sdp,
             local_rtp: SocketAddr::new(relay.config().advertise_ip, local_rtp.port()),
@@ -620,6 +616,7 @@ impl SipCore {
             callee: number.to_string(),
             start: SystemTime::now(),
         };
+        self.pending_answers.insert(id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
         self.echo_calls.insert(id, call);
         vec![sent]
     }
@@ -654,8 +651,8 @@ impl SipCore {
                 self.stats.count_response(200);
                 let data = w.finish(Some("application/sdp"), body.as_bytes());
                 let sent = self.transactions.respond(tx, data, now);
-                if let (Some(sent), Some(call)) = (&sent, self.echo_calls.get_mut(id)) {
-                    call.pending = Some(PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+                if let Some(sent) = &sent {
+                    self.pending_answers.insert(id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
                 }
                 sent.into_iter().collect()
             }
@@ -666,6 +663,7 @@ impl SipCore {
     /// Ends an echo call: stops its media, writes its CDR, and sends BYE when
     /// the caller did not.
     fn end_echo(&mut self, id: &DialogId, send_bye: bool, by: HangupBy, reason: &str, now: Instant) -> Vec<Transmit> {
+        self.pending_answers.remove(id);
         let Some(mut call) = self.echo_calls.remove(id) else { return Vec::new() };
         let _ = call.media_stop.send(());
         info!(call_id = %id.call_id, reason, "echo call ended");

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use dialog_layer::dialog::{Dialog, DialogId, PendingAnswer};
+use dialog_layer::dialog::{Dialog, DialogId};
 use media_relay::{CallMedia, MediaEvent};
 use sip_transport::Target;
 use tokio::sync::{mpsc, oneshot};
@@ -20,8 +20,6 @@ pub(crate) struct EchoCall {
     pub sdp: LocalSession,
     /// Our media address as the SDP gives it.
     pub local_rtp: std::net::SocketAddr,
-    /// Our 2xx, until the ACK comes.
-    pub pending: Option<PendingAnswer>,
     /// Dropping it (or sending) stops the media task, which releases the ports.
     pub media_stop: oneshot::Sender<()>,
     /// Where in-dialog requests to the caller go, and our Via for them.

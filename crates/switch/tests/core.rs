@@ -50,6 +50,7 @@ fn settings() -> CoreSettings {
         dialplan: DialPlan {
             internal: vec![
                 Rule::new(NumberMatch::Exact("486".into()), Destination::Hangup { status: 486 }, Duration::from_secs(30)).unwrap(),
+                Rule::new(NumberMatch::Exact("6000".into()), Destination::Echo, Duration::from_secs(30)).unwrap(),
                 Rule::new(NumberMatch::pattern("10[0-9]{2}").unwrap(), Destination::Endpoint(Template::parse("$0").unwrap()), Duration::from_secs(30)).unwrap(),
             ],
             external: Vec::new(),
@@ -277,4 +278,74 @@ Contact: <sip:1001@10.0.0.5:5062>\r\n{auth}Content-Length: 0\r\n\r\n"
         let (resp, _) = one(core.handle_message(invite(number, &format!("z9hG4bKa{number}"), Some(&auth)), src, t0));
         assert_eq!(resp.status(), Some(want), "dialling {number}: {:?}", resp.reason());
     }
+}
+
+/// An authenticated INVITE to `number` with a PCMU offer; returns the final response.
+fn call(core: &mut SipCore, number: &str, call_id: &str, now: Instant) -> SipMessage {
+    let src = source(0, "10.0.0.5:5062");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\n\
+a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let invite = |branch: &str, cseq: u32, auth: Option<&str>| {
+        let auth = auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default();
+        Bytes::from(format!(
+            "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:1001@127.0.0.1>;tag=caller\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
+Contact: <sip:1001@10.0.0.5:5062>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ))
+    };
+    let (challenge, _) = one(core.handle_message(invite(&format!("z9hG4bK{call_id}1"), 1, None), src, now));
+    let challenge = challenge.first(HeaderName::ProxyAuthenticate).unwrap().to_string();
+    let auth = credentials_for("INVITE", &challenge, "1001", "demo1001", &format!("sip:{number}@127.0.0.1"), 1);
+    one(core.handle_message(invite(&format!("z9hG4bK{call_id}2"), 2, Some(&auth)), src, now)).0
+}
+
+fn in_dialog(method: &str, branch: &str, call_id: &str, to_tag: &str, cseq: u32) -> Bytes {
+    Bytes::from(format!(
+        "{method} sip:tandem@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:1001@127.0.0.1>;tag=caller\r\nTo: <sip:6000@127.0.0.1>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+Content-Length: 0\r\n\r\n"
+    ))
+}
+
+#[tokio::test]
+async fn an_echo_call_resends_its_2xx_until_ack_and_ends_on_bye() {
+    let t0 = Instant::now();
+    let relay = media_relay::MediaRelay::new(media_relay::RelayConfig { port_min: 33000, port_max: 33099, ..Default::default() }).unwrap();
+    let mut core = SipCore::new(settings(), t0).with_media(relay.clone());
+    let ok = call(&mut core, "6000", "echo-1", t0);
+    assert_eq!(ok.status(), Some(200));
+    let body = String::from_utf8_lossy(ok.body()).to_string();
+    assert!(body.contains("m=audio 330") && body.contains("RTP/AVP 0 101"), "anchored in our range, PCMU and events: {body}");
+    assert_eq!(relay.port_usage().legs_in_use, 1);
+    let to_tag = ok.to().unwrap().tag().unwrap().to_string();
+    // No ACK yet: the 2xx comes again at T1, then 2×T1 later.
+    let again = core.handle_timeout(t0 + Duration::from_millis(500));
+    assert!(again.iter().any(|t| t.data == ok.raw()), "resent at 500 ms");
+    assert!(core.handle_timeout(t0 + Duration::from_millis(1000)).iter().all(|t| t.data != ok.raw()), "not before 1.5 s");
+    assert!(core.handle_timeout(t0 + Duration::from_millis(1500)).iter().any(|t| t.data == ok.raw()));
+    // The ACK stops it.
+    assert!(core.handle_message(in_dialog("ACK", "z9hG4bKack", "echo-1", &to_tag, 2), source(0, "10.0.0.5:5062"), t0 + Duration::from_millis(1600)).is_empty());
+    assert!(core.handle_timeout(t0 + Duration::from_millis(3500)).iter().all(|t| t.data != ok.raw()), "no more after the ACK");
+    // BYE with the wrong tag is not this call; with the right one it ends it.
+    let (resp, _) = one(core.handle_message(in_dialog("BYE", "z9hG4bKbye0", "echo-1", "other", 3), source(0, "10.0.0.5:5062"), t0));
+    assert_eq!(resp.status(), Some(481));
+    let (resp, _) = one(core.handle_message(in_dialog("BYE", "z9hG4bKbye1", "echo-1", &to_tag, 3), source(0, "10.0.0.5:5062"), t0));
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(core.call_count(), 0);
+    // The media task stops and gives the port back.
+    for _ in 0..100 {
+        if relay.port_usage().legs_in_use == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.port_usage().legs_in_use, 0);
+}
+
+#[test]
+fn echo_without_a_media_relay_is_503() {
+    let t0 = Instant::now();
+    let mut core = SipCore::new(settings(), t0);
+    assert_eq!(call(&mut core, "6000", "echo-2", t0).status(), Some(503), "no media relay");
 }
