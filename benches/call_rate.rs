@@ -11,8 +11,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -27,33 +25,9 @@ fn main() {
     let extra = "[endpoints]\n1001 = { password = \"demo1001\" }\n[media]\nport_min = 40000\nport_max = 59999\n\
 [[dialplan.internal]]\nexact = \"6000\"\necho = true\n";
     let switch = common::Switch::start_logging("call-rate", "warn,tandem=info", extra);
-    let target = switch.addr("internal", "udp", false);
-    common::require_tool("sipp", "sip-tester");
-
-    let cpu_before = switch.cpu_time();
-    let started = Instant::now();
-    let out = Command::new("sipp")
-        .current_dir(&switch.dir)
-        .arg("-sf")
-        .arg(common::sipp_dir().join("call_echo_short.xml"))
-        .args(["-s", "6000", "-au", "1001", "-ap", "demo1001", "-t", "u1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-nostdin", "-timeout", "120s", "-trace_rtt", "-rtt_freq", "1"])
-        .args(["-r", &rate.to_string(), "-rp", "1000", "-m", &total.to_string(), "-l", "5000"])
-        .arg(target.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sipp");
-    let elapsed = started.elapsed();
-    let cpu = switch.cpu_time() - cpu_before;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let count = |label: &str| -> u64 {
-        text.lines()
-            .rfind(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let (ok, failed) = (count("Successful call"), count("Failed call"));
+    let args = ["-s", "6000", "-au", "1001", "-ap", "demo1001", "-mi", "127.0.0.1", "-trace_rtt", "-rtt_freq", "1"];
+    let run = common::sipp_load(&switch, "call_echo_short.xml", rate, total, &args);
+    let (ok, failed, elapsed, cpu) = (run.ok, run.failed, run.elapsed, run.cpu);
 
     // -trace_rtt: "Date_ms;response_time_ms;rtd_no" lines; SIPp counts whole milliseconds.
     let mut rtts: Vec<f64> = std::fs::read_dir(&switch.dir)

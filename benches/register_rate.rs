@@ -10,8 +10,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -33,35 +31,11 @@ fn main() {
         let _ = writeln!(csv, "{user};[authentication username={user} password=pw{user}]");
     }
     let switch = common::Switch::start_logging("register-rate", "warn,tandem=info", &extra);
-    let target = switch.addr("internal", "udp", false);
     let csv_path = switch.dir.join("users.csv");
     std::fs::write(&csv_path, csv).unwrap();
-
-    let cpu_before = switch.cpu_time();
-    let started = Instant::now();
-    let out = Command::new("sipp")
-        .current_dir(&switch.dir)
-        .arg("-sf")
-        .arg(common::sipp_dir().join("register_load.xml"))
-        .arg("-inf")
-        .arg(&csv_path)
-        .args(["-t", "u1", "-i", "127.0.0.1", "-nostdin", "-timeout", "120s"])
-        .args(["-r", &rate.to_string(), "-rp", "1000", "-m", &total.to_string(), "-l", "5000"])
-        .arg(target.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sipp (Debian package sip-tester)");
-    let elapsed = started.elapsed();
-    let cpu = switch.cpu_time() - cpu_before;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let count = |label: &str| -> u64 {
-        text.lines()
-            .rfind(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let (ok, failed) = (count("Successful call"), count("Failed call"));
+    let csv_arg = csv_path.to_string_lossy().to_string();
+    let run = common::sipp_load(&switch, "register_load.xml", rate, total, &["-inf", &csv_arg]);
+    let (ok, failed, elapsed, cpu) = (run.ok, run.failed, run.elapsed, run.cpu);
     println!(
         "register_rate: {ok} authenticated registrations ({failed} failed) in {:.2} s = {:.0} registrations/s \
 (offered {rate}/s, {users} users, UDP loopback); tandem used {:.2} s of CPU = {:.1} us per registration",

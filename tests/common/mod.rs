@@ -275,3 +275,42 @@ impl Drop for TlsTunnel {
         let _ = self.child.wait();
     }
 }
+
+/// What a bounded SIPp load run against the switch did.
+pub struct LoadRun {
+    pub ok: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// CPU time the switch used during the run.
+    pub cpu: Duration,
+}
+
+/// Runs a SIPp load scenario over UDP from 127.0.0.1 at `rate` calls per second
+/// for `total` calls (at most 5,000 at once, 120 s at most), in the switch's folder.
+pub fn sipp_load(switch: &Switch, scenario: &str, rate: u64, total: u64, args: &[&str]) -> LoadRun {
+    require_tool("sipp", "sip-tester");
+    let cpu_before = switch.cpu_time();
+    let started = Instant::now();
+    let out = Command::new("sipp")
+        .current_dir(&switch.dir)
+        .arg("-sf")
+        .arg(sipp_dir().join(scenario))
+        .args(["-t", "u1", "-i", "127.0.0.1", "-nostdin", "-timeout", "120s"])
+        .args(["-r", &rate.to_string(), "-rp", "1000", "-m", &total.to_string(), "-l", "5000"])
+        .args(args)
+        .arg(switch.addr("internal", "udp", false).to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp (Debian package sip-tester)");
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // SIPp's final statistics screen: "  Successful call | <periodic> | <cumulative>".
+    let count = |label: &str| -> u64 {
+        text.lines()
+            .rfind(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    LoadRun { ok: count("Successful call"), failed: count("Failed call"), elapsed, cpu: switch.cpu_time() - cpu_before }
+}
