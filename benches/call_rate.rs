@@ -11,17 +11,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !common::is_bench_run() {
         return;
     }
-    let rate = env_or("CALL_RATE", 1000);
-    let total = env_or("CALLS", 20_000);
+    let rate = common::env_or("CALL_RATE", 1000);
+    let total = common::env_or("CALLS", 20_000);
     let extra = "[endpoints]\n1001 = { password = \"demo1001\" }\n[media]\nport_min = 40000\nport_max = 59999\n\
 [[dialplan.internal]]\nexact = \"6000\"\necho = true\n";
     let switch = common::Switch::start_logging("call-rate", "warn,tandem=info", extra);

@@ -11,18 +11,13 @@ mod common;
 
 use std::fmt::Write as _;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    // `cargo test --benches` runs this with no argument; a bench run passes --bench.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !common::is_bench_run() {
         return;
     }
     let users = 10_000u32;
-    let rate = env_or("REG_RATE", 15_000);
-    let total = env_or("REG_TOTAL", 100_000);
+    let rate = common::env_or("REG_RATE", 15_000);
+    let total = common::env_or("REG_TOTAL", 100_000);
     let mut extra = String::from("[auth]\nalgorithms = [\"MD5\"]\n[endpoints]\n");
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 0..users {

@@ -314,3 +314,14 @@ pub fn sipp_load(switch: &Switch, scenario: &str, rate: u64, total: u64, args: &
     };
     LoadRun { ok: count("Successful call"), failed: count("Failed call"), elapsed, cpu: switch.cpu_time() - cpu_before }
 }
+
+/// A load bench's setting from the environment.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --benches` runs a bench with no
+/// argument, and a load run has no place there.
+pub fn is_bench_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
