@@ -109,19 +109,7 @@ fn without_tag(value: &str) -> String {
                 let _ = write!(out, "{d} ");
             }
             let _ = write!(out, "<{}>", n.uri);
-            for (name, v) in n.params.iter().filter_map(Result::ok) {
-                if name.eq_ignore_ascii_case("tag") {
-                    continue;
-                }
-                match v {
-                    Some(v) => {
-                        let _ = write!(out, ";{name}={v}");
-                    }
-                    None => {
-                        let _ = write!(out, ";{name}");
-                    }
-                }
-            }
+            n.params.write_except(&mut out, &["tag"]);
             out
         }
         Err(_) => value.to_string(),

@@ -58,8 +58,8 @@ pub struct RegistrationClient {
     answered_challenge: bool,
 }
 
-/// What is left of a binding when it is refreshed: refresh at 80% of the
-/// granted time, and never later than 30 s before it ends.
+/// When to refresh a binding granted for `granted` seconds: at 80% of it, and
+/// never later than 30 s before it ends (at least 1 s from now).
 fn refresh_after(granted: u32) -> Duration {
     let granted = Duration::from_secs(granted.into());
     (granted.mul_f32(0.8)).min(granted.saturating_sub(Duration::from_secs(30))).max(Duration::from_secs(1))

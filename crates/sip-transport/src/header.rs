@@ -121,6 +121,22 @@ impl<'a> Params<'a> {
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// Appends `;name[=value]` for every parameter but those named in `skip`
+    /// (compared case-insensitively): for rewriting a header with some parameters changed.
+    pub fn write_except(&self, out: &mut String, skip: &[&str]) {
+        for (name, value) in self.iter().filter_map(Result::ok) {
+            if skip.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+                continue;
+            }
+            out.push(';');
+            out.push_str(name);
+            if let Some(v) = value {
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+    }
 }
 
 pub struct ParamIter<'a> {

@@ -103,19 +103,7 @@ pub fn stamp_via(via: &Via<'_>, source: SocketAddr) -> String {
         let _ = write!(out, ":{p}");
     }
     let wants_rport = via.rport().is_some();
-    for (name, value) in via.params.iter().filter_map(Result::ok) {
-        if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
-            continue;
-        }
-        match value {
-            Some(v) => {
-                let _ = write!(out, ";{name}={v}");
-            }
-            None => {
-                let _ = write!(out, ";{name}");
-            }
-        }
-    }
+    via.params.write_except(&mut out, &["received", "rport"]);
     let host = via.host.trim_start_matches('[').trim_end_matches(']');
     let source_ip = source.ip().to_string();
     if wants_rport || host != source_ip {

@@ -584,7 +584,8 @@ impl SipCore {
                 return self.reply(req, tx, 503, "Service Unavailable (no media port)", &[("Retry-After", "5")], now);
             }
         };
-        let local_rtp = leg.local_rtp();
+        // The media address as phones see it: the relay's advertised address.
+        let local_rtp = SocketAddr::new(relay.config().advertise_ip, leg.local_rtp().port());
         let media = relay.echo(leg, LegParams { remote_rtp: agreed.remote_rtp, remote_rtcp: agreed.remote_rtcp, payloads });
 
         let local_tag = to_tag(msg);
@@ -594,7 +595,7 @@ impl SipCore {
             Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
         };
         let mut sdp = LocalSession::new(rand::random(), relay.config().advertise_ip);
-        let answer = sdp.answer(&offer, &agreed, SocketAddr::new(relay.config().advertise_ip, local_rtp.port())).to_string();
+        let answer = sdp.answer(&offer, &agreed, local_rtp).to_string();
         let mut w = response_to(msg, req.source.remote, 200, "OK", Some(&local_tag));
         w.header("Contact", &contact);
         w.header("Allow", ALLOW);
@@ -609,7 +610,7 @@ impl SipCore {
             media_stop: spawn_media_task(id.clone(), media, self.media_reports.clone()),
             dialog,
             sdp,
-            local_rtp: SocketAddr::new(relay.config().advertise_ip, local_rtp.port()),
+            local_rtp,
             target: Target::reply_to(&req.source),
             via: our_via(&req.source),
             caller: caller_of(msg),
