@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sip_transport::header::split_first_comma;
 use sip_transport::transport::response_target;
-use sip_transport::{HeaderName, Method, SipMessage, Source, Target};
+use sip_transport::{HeaderName, Method, SipMessage, Source, Target, Via};
 
 /// Branches we generate: the RFC 3261 magic cookie plus our mark, so a request
 /// that comes back to us carrying one of our branches is recognised as a loop.
@@ -264,8 +264,7 @@ impl TransactionLayer {
         self.deadlines.push(Reverse((at, tx)));
     }
 
-    fn server_key(msg: &SipMessage, method: &Method) -> Result<ServerKey, &'static str> {
-        let via = msg.top_via().map_err(|_| "no usable Via")?;
+    fn server_key(msg: &SipMessage, via: &Via<'_>, method: &Method) -> Result<ServerKey, &'static str> {
         if let Some(branch) = via.rfc3261_branch() {
             let sent_by = match via.port {
                 Some(p) => format!("{}:{p}", via.host.to_ascii_lowercase()),
@@ -291,7 +290,8 @@ impl TransactionLayer {
     /// An incoming request (the caller has checked it is well formed).
     pub fn on_request(&mut self, msg: &SipMessage, source: &Source, now: Instant) -> RequestOutcome {
         let Some(method) = msg.method() else { return RequestOutcome::Invalid("not a request") };
-        let key = match Self::server_key(msg, method) {
+        let Ok(via) = msg.top_via() else { return RequestOutcome::Invalid("no usable Via") };
+        let key = match Self::server_key(msg, &via, method) {
             Ok(k) => k,
             Err(e) => return RequestOutcome::Invalid(e),
         };
@@ -314,7 +314,7 @@ impl TransactionLayer {
         if self.is_full() {
             return RequestOutcome::Overloaded;
         }
-        let Some(target) = msg.top_via().ok().and_then(|v| response_target(&v, source)) else {
+        let Some(target) = response_target(&via, source) else {
             return RequestOutcome::Invalid("no usable Via");
         };
         let merge_key = match (&to_tag, msg.from().ok().and_then(|f| f.tag()), msg.call_id(), msg.cseq()) {
