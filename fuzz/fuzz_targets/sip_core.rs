@@ -32,7 +32,14 @@ fn settings() -> CoreSettings {
             ListenerInfo { profile: Profile::Internal, transport: Transport::Tcp, addr: "127.0.0.1:5060".parse().unwrap() },
         ],
         endpoints,
-        trunks: vec![TrunkSettings { name: "t".into(), networks: vec!["127.0.0.0/8".parse().unwrap()] }],
+        trunks: vec![TrunkSettings {
+            name: "t".into(),
+            networks: vec!["127.0.0.0/8".parse().unwrap()],
+            gateway: None,
+            credentials: None,
+            register: None,
+            from_user: None,
+        }],
         timers: TimerConfig::default(),
         max_transactions: 1000,
         digest: DigestConfig {

@@ -10,4 +10,6 @@ pub mod settings;
 pub mod stats;
 
 pub use crate::core::SipCore;
-pub use settings::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};
+pub use settings::{
+    CoreSettings, Credentials, EndpointSettings, Gateway, ListenerInfo, Profile, TrunkRegister, TrunkSettings,
+};

@@ -45,7 +45,45 @@ pub struct EndpointSettings {
 #[derive(Clone, Debug)]
 pub struct TrunkSettings {
     pub name: String,
+    /// Requests on the external profile are accepted from these networks only.
     pub networks: Vec<IpNet>,
+    /// Where calls to this trunk (and its REGISTERs) go; `None`: inbound only.
+    pub gateway: Option<Gateway>,
+    /// Our answer to the carrier's digest challenges (401/407).
+    pub credentials: Option<Credentials>,
+    /// Register with the carrier (needs a gateway and credentials).
+    pub register: Option<TrunkRegister>,
+    /// The From user of calls sent to this trunk (the caller ID); `None`: the caller's own.
+    pub from_user: Option<String>,
+}
+
+/// A trunk's carrier side.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    /// Host and optional port as configured, for Request-URIs and the To/From
+    /// domain, e.g. `sip.carrier.example` or `127.0.0.1:5090`.
+    pub domain: String,
+    /// The address requests go to (resolved when the configuration is loaded).
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Registration with the carrier.
+#[derive(Clone, Debug)]
+pub struct TrunkRegister {
+    /// User part of our address of record at the carrier.
+    pub user: String,
+    /// Expiry asked for, in seconds.
+    pub expires: u32,
+    /// First wait after a failed attempt; doubled each time up to `retry_max`.
+    pub retry_min: std::time::Duration,
+    pub retry_max: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +101,18 @@ pub struct CoreSettings {
 }
 
 impl CoreSettings {
+    /// The listener to send from towards `remote` over `transport`: one of the
+    /// profile's own with the same address family, else any that fits.
+    pub fn listener_for(&self, profile: Profile, transport: Transport, remote: SocketAddr) -> Option<usize> {
+        let fits = |l: &ListenerInfo| l.transport == transport && l.addr.is_ipv4() == remote.is_ipv4();
+        let position = |p: &dyn Fn(&ListenerInfo) -> bool| self.listeners.iter().position(p);
+        position(&|l| l.profile == profile && fits(l)).or_else(|| position(&fits))
+    }
+
+    pub fn trunk(&self, name: &str) -> Option<&TrunkSettings> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+
     /// The trunk owning a source address, if any.
     pub fn trunk_for(&self, ip: IpAddr) -> Option<&TrunkSettings> {
         let ip = canonical_ip(ip);

@@ -28,7 +28,14 @@ fn settings() -> CoreSettings {
             ListenerInfo { profile: Profile::External, transport: Transport::Udp, addr: EXTERNAL.parse().unwrap() },
         ],
         endpoints,
-        trunks: vec![TrunkSettings { name: "carrier".into(), networks: vec!["192.0.2.0/24".parse().unwrap()] }],
+        trunks: vec![TrunkSettings {
+            name: "carrier".into(),
+            networks: vec!["192.0.2.0/24".parse().unwrap()],
+            gateway: None,
+            credentials: None,
+            register: None,
+            from_user: None,
+        }],
         timers: TimerConfig::default(),
         max_transactions: 1000,
         digest: DigestConfig {

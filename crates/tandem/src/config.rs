@@ -419,7 +419,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         if t.get_ref().networks.is_empty() {
             return Err(src.err(t, &format!("trunks.{name}.networks"), "must list at least one network"));
         }
-        trunks.push(TrunkSettings { name: name.clone(), networks: t.get_ref().networks.clone() });
+        trunks.push(TrunkSettings {
+            name: name.clone(),
+            networks: t.get_ref().networks.clone(),
+            gateway: None,
+            credentials: None,
+            register: None,
+            from_user: None,
+        });
     }
 
     let m = &raw.media;
