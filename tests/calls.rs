@@ -28,7 +28,7 @@ fn the_echo_line_returns_the_callers_media_and_writes_a_cdr() {
     sipp_ok("call_echo.xml", udp, "u1", &["-s", "6000", "-au", "1001", "-ap", "demo1001", "-mi", "127.0.0.1"]);
     assert!(switch.wait_for_log(&["call media stopped"], Duration::from_secs(5)), "the media task ended");
     let line = switch.log_lines().into_iter().find(|l| l.contains("call media stopped")).unwrap();
-    let (rtp_in, rtp_out) = (field(&line, "rtp_in").unwrap(), field(&line, "rtp_out").unwrap());
+    let (rtp_in, rtp_out) = (field(&line, "a_rtp_in").unwrap(), field(&line, "a_rtp_out").unwrap());
     // SIPp plays g711a.pcap for the 4 s the call lasts: about 50 packets a second.
     assert!(rtp_in > 100, "Tandem received the caller's RTP: {line}");
     assert_eq!(rtp_out, rtp_in, "and sent every packet back: {line}");
@@ -67,6 +67,6 @@ fn a_call_whose_media_stops_is_hung_up_by_the_switch() {
     let switch = Switch::start("silent", &echo_config().replace("port_max = 32999\n", "port_max = 32999\nrtp_timeout_s = 5\n"));
     let udp = switch.addr("internal", "udp", false);
     sipp_ok("call_echo_silent.xml", udp, "u1", &["-s", "6000", "-au", "1001", "-ap", "demo1001", "-mi", "127.0.0.1"]);
-    assert!(switch.wait_for_log(&["ending the call", "RTP timeout"], Duration::from_secs(2)));
+    assert!(switch.wait_for_log(&["call ended by the switch", "RTP timeout"], Duration::from_secs(2)));
     assert!(switch.wait_for_log(&["call media stopped"], Duration::from_secs(2)));
 }

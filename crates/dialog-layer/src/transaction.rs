@@ -625,7 +625,20 @@ impl TransactionLayer {
 /// Request-URI, top Via, Route, From, Call-ID and CSeq number, the response's To.
 fn build_ack(request: &Bytes, response: &SipMessage) -> Option<Bytes> {
     let req = SipMessage::parse(request.clone()).ok()?;
-    let mut w = sip_transport::MessageWriter::request(&Method::Ack, req.request_uri()?);
+    same_transaction_request(&req, Method::Ack, response.first(HeaderName::To)?)
+}
+
+/// The CANCEL for an INVITE we sent (RFC 3261 §9.1). Send it through its own
+/// client transaction, and only once the INVITE has had a provisional response.
+pub fn cancel_request(invite: &Bytes) -> Option<Bytes> {
+    let req = SipMessage::parse(invite.clone()).ok()?;
+    same_transaction_request(&req, Method::Cancel, req.first(HeaderName::To)?)
+}
+
+/// ACK for a non-2xx and CANCEL: the request's Request-URI, top Via (so the
+/// branch matches), Route, From, Call-ID and CSeq number, with `to` as To.
+fn same_transaction_request(req: &SipMessage, method: Method, to: &str) -> Option<Bytes> {
+    let mut w = sip_transport::MessageWriter::request(&method, req.request_uri()?);
     let (top_via, _) = req.first(HeaderName::Via).and_then(|v| split_first_comma(v).ok())?;
     w.header("Via", top_via);
     for route in req.header_values(HeaderName::Route) {
@@ -633,9 +646,9 @@ fn build_ack(request: &Bytes, response: &SipMessage) -> Option<Bytes> {
     }
     w.header("Max-Forwards", 70);
     w.header("From", req.first(HeaderName::From)?);
-    w.header("To", response.first(HeaderName::To)?);
+    w.header("To", to);
     w.header("Call-ID", req.first(HeaderName::CallId)?);
-    w.header("CSeq", format_args!("{} ACK", req.cseq().ok()?.seq));
+    w.header("CSeq", format_args!("{} {method}", req.cseq().ok()?.seq));
     Some(w.finish_empty())
 }
 

@@ -19,6 +19,8 @@ pub enum Disposition {
     Answered,
     Busy,
     NoAnswer,
+    /// The callee declined (603 or another global refusal).
+    Rejected,
     Failed,
     Cancelled,
 }

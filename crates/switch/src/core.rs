@@ -8,7 +8,6 @@
 //! URI scheme -> Require -> content -> authentication -> dispatch.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,26 +19,27 @@ use dialog_layer::transaction::{
 };
 use sip_transport::header::{NameAddr, Uri, Via};
 use sip_transport::transport::response_target;
-use sip_transport::writer::{reason_phrase, response_to};
+use sip_transport::writer::response_to;
 use sip_transport::{FlowId, HeaderName, Method, SipMessage, Source, Target};
 use tracing::{debug, info, warn};
 
-use std::collections::HashMap;
-use std::time::SystemTime;
+use std::collections::{BTreeSet, HashMap};
 
-use dialog_layer::dialog::{AnswerTimer, Dialog, DialogId, PendingAnswer};
-use media_relay::{Codec as MediaCodec, LegParams, MediaEvent, MediaRelay, PayloadMap};
+use dialog_layer::dialog::{AnswerTimer, DialogId, PendingAnswer};
+use dialog_layer::transaction::ClientTxId;
+use media_relay::MediaRelay;
 use tokio::sync::mpsc;
 
-use crate::cdr::{Cdr, CdrSink, Disposition, HangupBy};
-use crate::dialplan::Route;
-use crate::echo::{EchoCall, MediaReport, spawn_media_task};
-use crate::sdp::{Direction, LocalSession, SdpSession, negotiate};
+use crate::cdr::CdrSink;
+use crate::media::{CallKey, MediaReport};
 use crate::settings::{CoreSettings, Profile};
+
+mod calls;
+use calls::{Call, ClientRole, Side};
 use crate::stats::CoreStats;
 
 /// Methods the switch accepts (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE";
 /// Option tags the switch supports (the Supported header); extensions arrive with later features.
 pub const SUPPORTED: &[&str] = &[];
 /// How often expired registrations are swept (lookups filter them exactly anyway).
@@ -62,7 +62,16 @@ pub struct SipCore {
     stats: CoreStats,
     /// The media relay; without one, destinations that need media answer 503.
     media: Option<MediaRelay>,
-    echo_calls: HashMap<DialogId, EchoCall>,
+    calls: HashMap<CallKey, Call>,
+    next_call: CallKey,
+    /// Every dialog of every call (caller's and callee's side), for in-dialog requests.
+    call_dialogs: HashMap<DialogId, (CallKey, Side)>,
+    /// The callers' INVITEs still waiting for their final response (for CANCEL).
+    call_invites: HashMap<ServerTxId, CallKey>,
+    /// Our client transactions that belong to calls.
+    client_txs: HashMap<ClientTxId, ClientRole>,
+    /// Each call's next deadline (ring timeout, clean-up), earliest first.
+    call_deadlines: BTreeSet<(Instant, CallKey)>,
     /// Our 2xx answers to INVITEs waiting for their ACK, by dialog.
     pending_answers: HashMap<DialogId, PendingAnswer>,
     media_reports: mpsc::UnboundedSender<MediaReport>,
@@ -96,7 +105,12 @@ impl SipCore {
             next_sweep: now + EXPIRY_SWEEP,
             stats: CoreStats::default(),
             media: None,
-            echo_calls: HashMap::new(),
+            calls: HashMap::new(),
+            next_call: 0,
+            call_dialogs: HashMap::new(),
+            call_invites: HashMap::new(),
+            client_txs: HashMap::new(),
+            call_deadlines: BTreeSet::new(),
             pending_answers: HashMap::new(),
             media_reports,
             media_reports_rx: Some(media_reports_rx),
@@ -119,10 +133,6 @@ impl SipCore {
     /// through [`SipCore::handle_media_report`]. Taken once.
     pub fn take_media_reports(&mut self) -> Option<mpsc::UnboundedReceiver<MediaReport>> {
         self.media_reports_rx.take()
-    }
-
-    pub fn call_count(&self) -> usize {
-        self.echo_calls.len()
     }
 
     pub fn stats(&self) -> &CoreStats {
@@ -159,6 +169,9 @@ impl SipCore {
         if let Some((due, _)) = self.delayed.keys().next() {
             t = t.min(*due);
         }
+        if let Some((due, _)) = self.call_deadlines.first() {
+            t = t.min(*due);
+        }
         for p in self.pending_answers.values() {
             t = t.min(p.poll_timeout());
         }
@@ -170,7 +183,10 @@ impl SipCore {
         for ev in self.transactions.handle_timeout(now) {
             match ev {
                 TxEvent::Transmit(t) => out.push(t),
-                TxEvent::ClientTimeout(id) => debug!(?id, "client transaction timed out"),
+                TxEvent::ClientTimeout(id) => {
+                    debug!(?id, "client transaction timed out");
+                    out.extend(self.call_timeout(id, now));
+                }
                 TxEvent::ServerAckTimeout(id) => debug!(?id, "no ACK for final response"),
             }
         }
@@ -189,10 +205,17 @@ impl SipCore {
                 Some(AnswerTimer::Retransmit(t)) => out.push(t),
                 Some(AnswerTimer::GiveUp) => {
                     warn!(call_id = %id.call_id, "no ACK for our 2xx: ending the call");
-                    out.extend(self.end_echo(&id, true, HangupBy::Switch, "no ACK", now));
+                    out.extend(self.end_call_of_dialog(&id, "no ACK", now));
                 }
                 None => {}
             }
+        }
+        while let Some(&(due, key)) = self.call_deadlines.first() {
+            if due > now {
+                break;
+            }
+            self.call_deadlines.pop_first();
+            out.extend(self.call_deadline(key, now));
         }
         if now >= self.next_sweep {
             self.next_sweep = now + EXPIRY_SWEEP;
@@ -235,10 +258,13 @@ impl SipCore {
             return Vec::new();
         }
         let (outcome, ack) = self.transactions.on_response(msg, &source, now);
-        if let ResponseOutcome::Stray = outcome {
-            debug!(remote = %source.remote, "dropped stray response");
+        let mut out: Vec<Transmit> = ack.into_iter().collect();
+        match outcome {
+            ResponseOutcome::Stray => debug!(remote = %source.remote, "dropped stray response"),
+            ResponseOutcome::Provisional(cid) | ResponseOutcome::Final(cid) => out.extend(self.call_response(cid, msg, now)),
+            ResponseOutcome::Absorbed(_) => {}
         }
-        ack.into_iter().collect()
+        out
     }
 
     fn handle_request(&mut self, msg: &SipMessage, source: Source, now: Instant) -> Vec<Transmit> {
@@ -296,10 +322,14 @@ impl SipCore {
                 Vec::new()
             }
             RequestOutcome::Cancel { cancel, invite } => {
-                // Every INVITE gets its final response at once for now, so there is
-                // never a pending one to cancel.
-                let (code, reason) = if invite.is_some() { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
-                self.reply(&req, cancel, code, reason, &[], now)
+                // The CANCEL is answered at once; the INVITE, if it is still
+                // ringing, gets 487 (RFC 3261 §9.2).
+                let Some(invite) = invite else {
+                    return self.reply(&req, cancel, 481, "Call/Transaction Does Not Exist", &[], now);
+                };
+                let mut out = self.reply(&req, cancel, 200, "OK", &[], now);
+                out.extend(self.caller_cancelled(invite, now));
+                out
             }
             RequestOutcome::Overloaded => {
                 self.stats.overloaded += 1;
@@ -315,7 +345,7 @@ impl SipCore {
         let msg = req.msg;
         match req.method {
             Method::Ack => return Vec::new(),
-            Method::Invite | Method::Options | Method::Register | Method::Bye => {}
+            Method::Invite | Method::Options | Method::Register | Method::Bye | Method::Update => {}
             _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
         }
         if self.is_loop(msg) {
@@ -353,10 +383,10 @@ impl SipCore {
         }
         // Requests inside a dialog belong to its call; the dialog (its unguessable
         // tags) is their authentication (RFC 3261 §12.2.2).
-        if matches!(req.method, Method::Invite | Method::Bye) {
+        if matches!(req.method, Method::Invite | Method::Bye | Method::Update) {
             match DialogId::of_request(msg) {
                 Some(id) => return self.in_dialog(req, tx, &id, now),
-                None if *req.method == Method::Bye => {
+                None if *req.method != Method::Invite => {
                     return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now);
                 }
                 None => {}
@@ -532,184 +562,6 @@ impl SipCore {
         }
     }
 
-    /// Routes an INVITE through the dial plan. Until calls are connected (the
-    /// B2BUA), a routable destination is answered 480.
-    fn invite(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
-        let number = dialled_number(req.msg).unwrap_or_default();
-        match self.settings.dialplan.route(req.profile, &number) {
-            None => self.reply(req, tx, 404, "Not Found", &[], now),
-            Some(Route::Hangup { status }) => self.reply(req, tx, status, reason_phrase(status), &[], now),
-            Some(Route::Echo) => self.answer_echo(req, tx, &number, now),
-            Some(Route::Endpoint { id, .. }) if !self.settings.endpoints.contains_key(&id) => {
-                self.reply(req, tx, 404, "Not Found", &[], now)
-            }
-            Some(_) => self.reply(req, tx, 480, "Temporarily Unavailable", &[], now),
-        }
-    }
-
-    /// The `echo` destination: negotiate the caller's offer, anchor one media leg
-    /// in echo mode, answer 200 with our SDP and keep the call until BYE.
-    fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
-        let msg = req.msg;
-        let Some(relay) = self.media.clone() else {
-            return self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now);
-        };
-        if msg.body().is_empty() {
-            // Answering an offerless INVITE needs our offer in the 2xx; not yet.
-            return self.reply(req, tx, 488, "Not Acceptable Here (an SDP offer is required)", &[], now);
-        }
-        let offer = match SdpSession::parse(msg.body()) {
-            Ok(o) => o,
-            Err(e) => return self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now),
-        };
-        let agreed = match negotiate(&offer, Direction::SendRecv) {
-            Ok(a) => a,
-            Err(e) => return self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now),
-        };
-        let payloads: Vec<(u8, MediaCodec)> = agreed
-            .audio
-            .codecs
-            .iter()
-            .chain(agreed.audio.telephone_event.iter())
-            .filter_map(|c| MediaCodec::from_rtpmap(&c.name, c.clock_rate).map(|m| (c.payload_type, m)))
-            .collect();
-        let payloads = match PayloadMap::new(&payloads) {
-            Ok(p) => p,
-            Err(e) => return self.reply(req, tx, 488, &format!("Not Acceptable Here ({e})"), &[], now),
-        };
-        let leg = match relay.allocate_leg(agreed.audio.rtcp_mux) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "no media port for a call");
-                return self.reply(req, tx, 503, "Service Unavailable (no media port)", &[("Retry-After", "5")], now);
-            }
-        };
-        // The media address as phones see it: the relay's advertised address.
-        let local_rtp = SocketAddr::new(relay.config().advertise_ip, leg.local_rtp().port());
-        let media = relay.echo(leg, LegParams { remote_rtp: agreed.remote_rtp, remote_rtcp: agreed.remote_rtcp, payloads });
-
-        let local_tag = to_tag(msg);
-        let contact = our_contact(&req.source);
-        let dialog = match Dialog::as_uas(msg, &local_tag, &contact, true) {
-            Ok(d) => d,
-            Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
-        };
-        let mut sdp = LocalSession::new(rand::random(), relay.config().advertise_ip);
-        let answer = sdp.answer(&offer, &agreed, local_rtp).to_string();
-        let mut w = response_to(msg, req.source.remote, 200, "OK", Some(&local_tag));
-        w.header("Contact", &contact);
-        w.header("Allow", ALLOW);
-        w.header("Server", &self.settings.user_agent);
-        self.stats.count_response(200);
-        let data = w.finish(Some("application/sdp"), answer.as_bytes());
-        let Some(sent) = self.transactions.respond(tx, data, now) else { return Vec::new() };
-
-        let id = dialog.id.clone();
-        info!(call_id = %id.call_id, caller = %caller_of(msg), number, "echo call answered");
-        let call = EchoCall {
-            media_stop: spawn_media_task(id.clone(), media, self.media_reports.clone()),
-            dialog,
-            sdp,
-            local_rtp,
-            target: Target::reply_to(&req.source),
-            via: our_via(&req.source),
-            caller: caller_of(msg),
-            callee: number.to_string(),
-            start: SystemTime::now(),
-        };
-        self.pending_answers.insert(id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
-        self.echo_calls.insert(id, call);
-        vec![sent]
-    }
-
-    /// A request inside a dialog: BYE ends the call, a re-INVITE is answered
-    /// from the same negotiation rules.
-    fn in_dialog(&mut self, req: &Req<'_>, tx: ServerTxId, id: &DialogId, now: Instant) -> Vec<Transmit> {
-        let Some(call) = self.echo_calls.get_mut(id) else {
-            return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now);
-        };
-        if let Err(e) = call.dialog.on_request(req.msg) {
-            return self.reply(req, tx, 500, &format!("Server Internal Error ({e})"), &[], now);
-        }
-        if *req.method == Method::Bye {
-            let mut out = self.reply(req, tx, 200, "OK", &[], now);
-            out.extend(self.end_echo(id, false, HangupBy::Caller, "BYE", now));
-            return out;
-        }
-        // A re-INVITE (hold, resume, refresh): answer with the same rules. The
-        // relay keeps its latch; a new payload-type numbering is not applied yet.
-        let answer = SdpSession::parse(req.msg.body()).map_err(|e| e.to_string()).and_then(|offer| {
-            let agreed = negotiate(&offer, Direction::SendRecv).map_err(|e| e.0)?;
-            Ok(call.sdp.answer(&offer, &agreed, call.local_rtp).to_string())
-        });
-        match answer {
-            Ok(body) => {
-                let local_tag = call.dialog.id.local_tag.clone();
-                let contact = call.dialog.local_contact.clone();
-                let mut w = response_to(req.msg, req.source.remote, 200, "OK", Some(&local_tag));
-                w.header("Contact", &contact);
-                w.header("Server", &self.settings.user_agent);
-                self.stats.count_response(200);
-                let data = w.finish(Some("application/sdp"), body.as_bytes());
-                let sent = self.transactions.respond(tx, data, now);
-                if let Some(sent) = &sent {
-                    self.pending_answers.insert(id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
-                }
-                sent.into_iter().collect()
-            }
-            Err(why) => self.reply(req, tx, 488, &format!("Not Acceptable Here ({why})"), &[], now),
-        }
-    }
-
-    /// Ends an echo call: stops its media, writes its CDR, and sends BYE when
-    /// the caller did not.
-    fn end_echo(&mut self, id: &DialogId, send_bye: bool, by: HangupBy, reason: &str, now: Instant) -> Vec<Transmit> {
-        self.pending_answers.remove(id);
-        let Some(mut call) = self.echo_calls.remove(id) else { return Vec::new() };
-        let _ = call.media_stop.send(());
-        info!(call_id = %id.call_id, reason, "echo call ended");
-        if let Some(cdr) = &self.cdr {
-            let end = SystemTime::now();
-            cdr.send(Cdr::new(
-                id.call_id.clone(),
-                call.caller.clone(),
-                call.callee.clone(),
-                "echo".into(),
-                (call.start, Some(call.start), end),
-                Disposition::Answered,
-                (200, "OK".into()),
-                by,
-            ));
-        }
-        if !send_bye {
-            return Vec::new();
-        }
-        let (bye, _) = call.dialog.request(&Method::Bye, &call.via, &[("Reason", &format!("SIP;text=\"{reason}\""))], None);
-        match self.transactions.send_request(bye, call.target, now) {
-            Ok((_, t)) => vec![t],
-            Err(why) => {
-                warn!(call_id = %id.call_id, why, "could not send BYE");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Ends every call (at shutdown): BYE to each caller, and their CDRs.
-    pub fn end_all_calls(&mut self, now: Instant) -> Vec<Transmit> {
-        let ids: Vec<DialogId> = self.echo_calls.keys().cloned().collect();
-        ids.iter().flat_map(|id| self.end_echo(id, true, HangupBy::Switch, "shutdown", now)).collect()
-    }
-
-    /// What a call's media reported: a leg went silent, or the media ended.
-    pub fn handle_media_report(&mut self, (id, event): MediaReport, now: Instant) -> Vec<Transmit> {
-        let reason = match event {
-            Some(MediaEvent::Inactive { silent_for, .. }) => format!("RTP timeout ({} s without media)", silent_for.as_secs()),
-            None => "media failed".to_string(),
-        };
-        warn!(call_id = %id.call_id, %reason, "ending the call");
-        self.end_echo(&id, true, HangupBy::Switch, &reason, now)
-    }
-
     /// Answers through the server transaction.
     fn reply(&mut self, req: &Req<'_>, tx: ServerTxId, code: u16, reason: &str, extra: &[(&str, &str)], now: Instant) -> Vec<Transmit> {
         let data = self.build_response(req, code, reason, extra);
@@ -750,19 +602,6 @@ fn to_tag(msg: &SipMessage) -> String {
     h.write(msg.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
     h.write_u32(msg.cseq().map(|c| c.seq).unwrap_or(0));
     format!("{:016x}", h.finish())
-}
-
-/// Our Contact for a dialog created from a request that came in on `source`.
-fn our_contact(source: &Source) -> String {
-    match source.transport {
-        sip_transport::Transport::Udp => format!("<sip:tandem@{}>", source.local),
-        t => format!("<sip:tandem@{};transport={}>", source.local, t.as_str().to_ascii_lowercase()),
-    }
-}
-
-/// Our Via (without branch) for requests we send back the way `source` came.
-fn our_via(source: &Source) -> String {
-    format!("SIP/2.0/{} {};rport", source.transport, source.local)
 }
 
 /// The user of the From header, for logs and CDRs.

@@ -4,7 +4,7 @@
 pub mod cdr;
 pub mod core;
 pub mod dialplan;
-pub mod echo;
+pub mod media;
 pub mod sdp;
 pub mod settings;
 pub mod stats;

@@ -1,0 +1,1480 @@
+//! Calls: the back-to-back user agent. A caller's INVITE becomes one [`Call`]
+//! with two independent dialogs, the caller's (we are its UAS) and the callee's
+//! (we are its UAC), and media anchored through the relay between them. While
+//! it rings, the callee side is a set of forks: one INVITE per registered
+//! contact (or one to a trunk's gateway); the first 2xx wins and the others are
+//! cancelled. The `echo` destination is a call without a callee.
+//!
+//! Everything here is sans-IO like the rest of the core: the time comes in,
+//! messages to send go out, and each call's deadline (ring timeout, clean-up)
+//! sits in one ordered set so the core never scans all calls.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use dialog_layer::auth::answer_challenge;
+use dialog_layer::dialog::{Dialog, DialogId, PendingAnswer, new_call_id, new_tag};
+use dialog_layer::registrar::LocationService;
+use dialog_layer::transaction::{ClientTxId, ServerTxId, Transmit, cancel_request, new_branch};
+use media_relay::{BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, Mode, PayloadMap};
+use sip_transport::writer::response_to;
+use sip_transport::{HeaderName, MessageWriter, Method, SipMessage, Target, Transport};
+use tracing::{debug, info, warn};
+
+use super::{ALLOW, Req, SipCore, caller_of, dialled_number, to_tag};
+use crate::cdr::{Cdr, Disposition, HangupBy};
+use crate::dialplan::Route;
+use crate::media::{CallKey, MediaCommand, MediaControl, spawn_media_task};
+use crate::sdp::{
+    AudioAgreement, AudioParams, Direction, LocalSession, SdpSession, answer_direction, negotiate, read_answer,
+};
+use crate::settings::{Credentials, Profile};
+
+/// The two sides of a call, and the relay leg of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Caller,
+    Callee,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    fn leg(self) -> Leg {
+        match self {
+            Side::Caller => Leg::A,
+            Side::Callee => Leg::B,
+        }
+    }
+}
+
+/// What a client transaction of ours belongs to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ClientRole {
+    /// An INVITE to one callee contact (index into the call's forks).
+    Fork(CallKey, usize),
+    /// A re-INVITE or UPDATE relayed to this side.
+    Offer(CallKey, Side),
+}
+
+/// One side of an established call.
+pub(crate) struct Party {
+    dialog: Dialog,
+    /// Where in-dialog requests to this side go, and our Via for them.
+    target: Target,
+    via: String,
+    /// Our SDP on this side (o= version), and the relay's address for it.
+    sdp: LocalSession,
+    local_rtp: SocketAddr,
+    /// What was last agreed on this side, with its payload types.
+    agreed: AudioAgreement,
+    /// The last offer this side made (a re-INVITE repeating it is a refresh).
+    remote_offer: Option<SdpSession>,
+    /// Our last ACK for a 2xx on this side (CSeq, message), sent again when the
+    /// 2xx is retransmitted.
+    ack: Option<(u32, Bytes)>,
+}
+
+/// The caller's INVITE until it has its final response.
+struct CallerInvite {
+    msg: SipMessage,
+    tx: ServerTxId,
+    remote: SocketAddr,
+}
+
+/// An INVITE we send for a call: what is needed to write it again with
+/// credentials after a challenge.
+struct OutboundInvite {
+    uri: String,
+    from: String,
+    to: String,
+    call_id: String,
+    cseq: u32,
+    contact: String,
+    via: String,
+    max_forwards: u8,
+    body: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ForkState {
+    /// No response yet: a CANCEL must wait (RFC 3261 §9.1).
+    Calling,
+    /// A provisional response came.
+    Proceeding,
+    /// A final response came (or the transaction timed out).
+    Done,
+}
+
+struct Fork {
+    tx: ClientTxId,
+    invite: OutboundInvite,
+    /// The INVITE as last sent (the CANCEL copies it).
+    sent: Bytes,
+    target: Target,
+    state: ForkState,
+    /// Cancel as soon as it may be sent.
+    cancel: bool,
+    /// For a trunk: our answer to its challenge, given once.
+    credentials: Option<Credentials>,
+    challenged: bool,
+    /// Final status, for choosing what the caller gets.
+    status: Option<u16>,
+}
+
+/// The caller's re-INVITE or UPDATE being relayed to the other side.
+struct RelayedOffer {
+    from: Side,
+    method: Method,
+    msg: SipMessage,
+    tx: ServerTxId,
+    remote: SocketAddr,
+    offer: SdpSession,
+    agreed: AudioAgreement,
+    /// Our offer to the other side.
+    sent: SdpSession,
+}
+
+enum Media {
+    /// Ports allocated, waiting for the callee's SDP.
+    Allocated(Box<(LegHandle, LegHandle)>),
+    Running(MediaControl),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    Ringing,
+    Answered,
+    /// The caller has its final response or was hung up on; waiting for forks
+    /// to finish (a late 2xx is acknowledged and hung up) or the clean-up deadline.
+    Ending,
+}
+
+pub(crate) struct Call {
+    state: CallState,
+    caller: Party,
+    callee: Option<Party>,
+    invite: Option<CallerInvite>,
+    forks: Vec<Fork>,
+    /// Our offer to the callee side (the same to every fork), and its session.
+    callee_sdp: Option<(LocalSession, SdpSession, SocketAddr)>,
+    /// The answer the caller got in a 183: later responses repeat it (RFC 3261 §13.2.1).
+    early_answer: Option<String>,
+    /// The callee's answer as read, with our relay address on its side.
+    callee_agreed: Option<(AudioAgreement, SocketAddr)>,
+    media: Option<Media>,
+    relayed: Option<RelayedOffer>,
+    deadline: Option<Instant>,
+    record: Record,
+}
+
+/// What the CDR says.
+struct Record {
+    caller: String,
+    callee: String,
+    destination: String,
+    start: SystemTime,
+    answer: Option<SystemTime>,
+    written: bool,
+}
+
+/// Where a routed call rings.
+enum Callees {
+    Endpoint(String),
+    Trunk { name: String, number: String },
+}
+
+impl SipCore {
+    /// Routes an INVITE through the dial plan.
+    pub(super) fn invite(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
+        let number = dialled_number(req.msg).unwrap_or_default();
+        let (callees, ring_timeout) = match self.settings.dialplan.route(req.profile, &number) {
+            None => return self.reply(req, tx, 404, "Not Found", &[], now),
+            Some(Route::Hangup { status }) => {
+                return self.reply(req, tx, status, sip_transport::writer::reason_phrase(status), &[], now);
+            }
+            Some(Route::Echo) => return self.answer_echo(req, tx, &number, now),
+            Some(Route::Endpoint { id, ring_timeout }) => (Callees::Endpoint(id), ring_timeout),
+            Some(Route::Trunk { trunk, number, ring_timeout }) => {
+                (Callees::Trunk { name: trunk, number }, ring_timeout)
+            }
+        };
+        self.start_call(req, tx, &number, callees, now + ring_timeout, now)
+    }
+
+    /// The checks an offer must pass before anything is allocated: the caller's
+    /// SDP negotiated, and a relay present.
+    fn caller_offer(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        now: Instant,
+    ) -> Result<(SdpSession, AudioAgreement), Vec<Transmit>> {
+        if self.media.is_none() {
+            return Err(self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now));
+        }
+        if req.msg.body().is_empty() {
+            // Answering an offerless INVITE needs our offer in the 2xx; not yet.
+            return Err(self.reply(req, tx, 488, "Not Acceptable Here (an SDP offer is required)", &[], now));
+        }
+        let offer = match SdpSession::parse(req.msg.body()) {
+            Ok(o) => o,
+            Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
+        };
+        match negotiate(&offer, Direction::SendRecv) {
+            Ok(agreed) => Ok((offer, agreed)),
+            Err(e) => Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+        }
+    }
+
+    fn allocate_leg(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        rtcp_mux: bool,
+        now: Instant,
+    ) -> Result<LegHandle, Vec<Transmit>> {
+        let relay = self.media.as_ref().expect("checked by caller_offer");
+        relay.allocate_leg(rtcp_mux).map_err(|e| {
+            warn!(error = %e, "no media port for a call");
+            self.reply(req, tx, 503, "Service Unavailable (no media port)", &[("Retry-After", "5")], now)
+        })
+    }
+
+    /// The caller's side of a new call (an early dialog until answered).
+    fn caller_party(
+        &self,
+        req: &Req<'_>,
+        agreed: AudioAgreement,
+        local_rtp: SocketAddr,
+    ) -> Result<Party, &'static str> {
+        let relay_ip = self.media.as_ref().map(|m| m.config().advertise_ip).unwrap_or(local_rtp.ip());
+        let dialog =
+            Dialog::as_uas(req.msg, &to_tag(req.msg), &our_contact(req.source.transport, req.source.local), false)?;
+        Ok(Party {
+            dialog,
+            target: Target::reply_to(&req.source),
+            via: our_via(req.source.transport, req.source.local),
+            sdp: LocalSession::new(rand::random(), relay_ip),
+            local_rtp,
+            agreed,
+            remote_offer: None,
+            ack: None,
+        })
+    }
+
+    fn new_call_key(&mut self) -> CallKey {
+        self.next_call += 1;
+        self.next_call
+    }
+
+    /// The `echo` destination: negotiate the caller's offer, anchor one media leg
+    /// in echo mode, answer 200 with our SDP and keep the call until BYE.
+    fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
+        let (offer, agreed) = match self.caller_offer(req, tx, now) {
+            Ok(o) => o,
+            Err(out) => return out,
+        };
+        let params = match leg_params(&agreed) {
+            Ok(p) => p,
+            Err(why) => {
+                return self.reply(req, tx, 488, &format!("Not Acceptable Here ({why})"), &[], now);
+            }
+        };
+        let leg = match self.allocate_leg(req, tx, agreed.audio.rtcp_mux, now) {
+            Ok(l) => l,
+            Err(out) => return out,
+        };
+        let local_rtp = leg.local_rtp();
+        let mut caller = match self.caller_party(req, agreed, local_rtp) {
+            Ok(p) => p,
+            Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
+        };
+        let answer = caller.sdp.answer(&offer, &caller.agreed, local_rtp).to_string();
+        caller.remote_offer = Some(offer);
+        caller.dialog.confirm();
+        let key = self.new_call_key();
+        let media = self.media.as_ref().expect("checked").echo(leg, params);
+        let control = spawn_media_task(key, media, self.media_reports.clone());
+        info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, "echo call answered");
+        let call = Call {
+            state: CallState::Answered,
+            callee: None,
+            invite: None,
+            forks: Vec::new(),
+            callee_sdp: None,
+            early_answer: None,
+            callee_agreed: None,
+            media: Some(Media::Running(control)),
+            relayed: None,
+            deadline: None,
+            record: Record {
+                caller: caller_of(req.msg),
+                callee: number.to_string(),
+                destination: "echo".into(),
+                start: SystemTime::now(),
+                answer: Some(SystemTime::now()),
+                written: false,
+            },
+            caller,
+        };
+        let out = self.answer_with_sdp(req.msg, tx, req.source.remote, &call.caller, &answer, now);
+        self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
+        self.calls.insert(key, call);
+        out
+    }
+
+    /// A 200 with SDP to an INVITE (or re-INVITE) from `party`'s side; an INVITE's
+    /// 2xx is then resent until its ACK.
+    fn answer_with_sdp(
+        &mut self,
+        msg: &SipMessage,
+        tx: ServerTxId,
+        remote: SocketAddr,
+        party: &Party,
+        sdp: &str,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let mut w = response_to(msg, remote, 200, "OK", Some(&party.dialog.id.local_tag));
+        w.header("Contact", &party.dialog.local_contact);
+        w.header("Allow", ALLOW);
+        w.header("Server", &self.settings.user_agent);
+        self.stats.count_response(200);
+        let data = w.finish(Some("application/sdp"), sdp.as_bytes());
+        let Some(sent) = self.transactions.respond(tx, data, now) else {
+            return Vec::new();
+        };
+        if msg.method() == Some(&Method::Invite) {
+            self.pending_answers
+                .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+        }
+        vec![sent]
+    }
+
+    /// An endpoint or trunk destination: 100 Trying, media ports for both sides,
+    /// and an INVITE to every callee contact.
+    fn start_call(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        number: &str,
+        callees: Callees,
+        ring_until: Instant,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        // Where the INVITEs go, before anything is allocated.
+        let (targets, destination) = match &callees {
+            Callees::Endpoint(id) => {
+                if !self.settings.endpoints.contains_key(id) {
+                    return self.reply(req, tx, 404, "Not Found", &[], now);
+                }
+                let bindings = self.registrar.location().bindings(id, now);
+                if bindings.is_empty() {
+                    return self.reply(req, tx, 480, "Temporarily Unavailable (not registered)", &[], now);
+                }
+                let targets: Vec<(String, String, Target, Option<Credentials>)> = bindings
+                    .iter()
+                    .map(|b| (b.contact.clone(), format!("<sip:{id}@{}>", b.source.local), b.target(), None))
+                    .collect();
+                (targets, format!("endpoint:{id}"))
+            }
+            Callees::Trunk { name, number } => {
+                let Some(trunk) = self.settings.trunk(name) else {
+                    return self.reply(req, tx, 404, "Not Found", &[], now);
+                };
+                let Some(gateway) = &trunk.gateway else {
+                    warn!(trunk = %name, "a call to a trunk without gateway");
+                    return self.reply(req, tx, 503, "Service Unavailable (trunk has no gateway)", &[], now);
+                };
+                let Some(listener) = self.settings.listener_for(Profile::External, gateway.transport, gateway.addr)
+                else {
+                    warn!(trunk = %name, transport = %gateway.transport, "no listener can reach the trunk's gateway");
+                    return self.reply(req, tx, 503, "Service Unavailable (no route to the trunk)", &[], now);
+                };
+                let uri = format!("sip:{number}@{}", gateway.domain);
+                let target =
+                    Target { transport: gateway.transport, remote: gateway.addr, flow: None, listener: Some(listener) };
+                (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
+            }
+        };
+        let (offer, agreed) = match self.caller_offer(req, tx, now) {
+            Ok(o) => o,
+            Err(out) => return out,
+        };
+        let caller_leg = match self.allocate_leg(req, tx, agreed.audio.rtcp_mux, now) {
+            Ok(l) => l,
+            Err(out) => return out,
+        };
+        // An offerer cannot know the callee takes rtcp-mux: it gets the RTCP port too.
+        let callee_leg = match self.allocate_leg(req, tx, false, now) {
+            Ok(l) => l,
+            Err(out) => return out,
+        };
+        let mut caller = match self.caller_party(req, agreed, caller_leg.local_rtp()) {
+            Ok(p) => p,
+            Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
+        };
+        // The callee is offered what the caller offered and we can relay, in the
+        // caller's direction and payload types (so the common case needs no rewriting).
+        let offered_direction = offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
+        let callee_params =
+            AudioParams { direction: offered_direction, rtcp_mux: false, ..caller.agreed.audio.clone() };
+        let mut callee_sdp = LocalSession::new(rand::random(), callee_leg.local_rtp().ip());
+        let callee_offer = callee_sdp.offer(callee_leg.local_rtp(), &callee_params);
+        let body = Bytes::from(callee_offer.to_string());
+        caller.remote_offer = Some(offer);
+
+        let key = self.new_call_key();
+        let from_user = match &callees {
+            Callees::Trunk { name, .. } => self.settings.trunk(name).and_then(|t| t.from_user.clone()),
+            Callees::Endpoint(_) => None,
+        }
+        .unwrap_or_else(|| caller_of(req.msg));
+        let display = req.msg.from().ok().and_then(|f| f.display.map(str::to_string));
+        let max_forwards = req.msg.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
+        let mut out = Vec::new();
+        // 100 Trying at once: the caller stops retransmitting while it rings.
+        let trying = {
+            let mut w = response_to(req.msg, req.source.remote, 100, "Trying", None);
+            w.header("Server", &self.settings.user_agent);
+            w.finish_empty()
+        };
+        self.stats.count_response(100);
+        out.extend(self.transactions.respond(tx, trying, now));
+
+        let mut forks = Vec::new();
+        for (uri, to, target, credentials) in targets {
+            let Some(listener) = target.listener.and_then(|i| self.settings.listeners.get(i)) else {
+                continue;
+            };
+            let (transport, local) = (listener.transport, listener.addr);
+            let from = match &display {
+                Some(d) => format!("{d} <sip:{from_user}@{local}>;tag={}", new_tag()),
+                None => format!("<sip:{from_user}@{local}>;tag={}", new_tag()),
+            };
+            let invite = OutboundInvite {
+                uri,
+                from,
+                to,
+                call_id: new_call_id(&local.ip().to_string()),
+                cseq: 1,
+                contact: our_contact(transport, local),
+                via: our_via(transport, local),
+                max_forwards,
+                body: body.clone(),
+            };
+            let sent = invite.write(&self.settings.user_agent, None);
+            match self.transactions.send_request(sent.clone(), target, now) {
+                Ok((cid, t)) => {
+                    self.client_txs.insert(cid, ClientRole::Fork(key, forks.len()));
+                    out.push(t);
+                    forks.push(Fork {
+                        tx: cid,
+                        invite,
+                        sent,
+                        target,
+                        state: ForkState::Calling,
+                        cancel: false,
+                        credentials,
+                        challenged: false,
+                        status: None,
+                    });
+                }
+                Err(why) => warn!(why, "could not send an INVITE to a callee"),
+            }
+        }
+        if forks.is_empty() {
+            out.extend(self.reply(req, tx, 503, "Service Unavailable", &[("Retry-After", "5")], now));
+            return out;
+        }
+        info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, destination, forks = forks.len(), "call ringing");
+        let call = Call {
+            state: CallState::Ringing,
+            callee: None,
+            invite: Some(CallerInvite { msg: req.msg.clone(), tx, remote: req.source.remote }),
+            forks,
+            callee_sdp: Some((callee_sdp, callee_offer, callee_leg.local_rtp())),
+            early_answer: None,
+            callee_agreed: None,
+            media: Some(Media::Allocated(Box::new((caller_leg, callee_leg)))),
+            relayed: None,
+            deadline: None,
+            record: Record {
+                caller: caller_of(req.msg),
+                callee: number.to_string(),
+                destination,
+                start: SystemTime::now(),
+                answer: None,
+                written: false,
+            },
+            caller,
+        };
+        self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
+        self.call_invites.insert(tx, key);
+        self.calls.insert(key, call);
+        self.set_deadline(key, Some(ring_until));
+        out
+    }
+
+    fn set_deadline(&mut self, key: CallKey, at: Option<Instant>) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(old) = call.deadline.take() {
+            self.call_deadlines.remove(&(old, key));
+        }
+        call.deadline = at;
+        if let Some(at) = at {
+            self.call_deadlines.insert((at, key));
+        }
+    }
+
+    /// A call's deadline passed: the ring timeout, or the end of the clean-up wait.
+    pub(super) fn call_deadline(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        call.deadline = None;
+        match call.state {
+            CallState::Ringing => {
+                info!(call_id = %call.caller.dialog.id.call_id, "no answer before the ring timeout");
+                self.fail_caller(
+                    key,
+                    480,
+                    "Temporarily Unavailable (no answer)",
+                    Disposition::NoAnswer,
+                    HangupBy::Switch,
+                    now,
+                )
+            }
+            CallState::Ending => {
+                self.remove_call(key);
+                Vec::new()
+            }
+            CallState::Answered => Vec::new(),
+        }
+    }
+
+    /// The caller cancelled its INVITE.
+    pub(super) fn caller_cancelled(&mut self, invite: ServerTxId, now: Instant) -> Vec<Transmit> {
+        let Some(&key) = self.call_invites.get(&invite) else {
+            return Vec::new();
+        };
+        info!(call_id = %self.calls[&key].caller.dialog.id.call_id, "caller cancelled");
+        self.fail_caller(key, 487, "Request Terminated", Disposition::Cancelled, HangupBy::Caller, now)
+    }
+
+    /// Ends a call that was not answered: the caller gets `code`, every fork
+    /// still ringing is cancelled, the CDR is written.
+    fn fail_caller(
+        &mut self,
+        key: CallKey,
+        code: u16,
+        reason: &str,
+        disposition: Disposition,
+        by: HangupBy,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let mut out = self.respond_caller(key, code, reason, None, now);
+        self.write_cdr(key, disposition, code, reason, by);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return out;
+        };
+        call.state = CallState::Ending;
+        call.media = None;
+        for i in 0..call.forks.len() {
+            out.extend(self.cancel_fork(key, i, now));
+        }
+        self.finish_if_forks_done(key, now);
+        out
+    }
+
+    /// Sends CANCEL to a fork now, or marks it to be cancelled at its first provisional response.
+    fn cancel_fork(&mut self, key: CallKey, i: usize, now: Instant) -> Vec<Transmit> {
+        let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) else {
+            return Vec::new();
+        };
+        if fork.state == ForkState::Done || fork.cancel && fork.state == ForkState::Calling {
+            return Vec::new();
+        }
+        let send_now = fork.state == ForkState::Proceeding && !fork.cancel;
+        fork.cancel = true;
+        if !send_now {
+            return Vec::new();
+        }
+        let (sent, target) = (fork.sent.clone(), fork.target);
+        let Some(cancel) = cancel_request(&sent) else {
+            return Vec::new();
+        };
+        match self.transactions.send_request(cancel, target, now) {
+            Ok((_, t)) => vec![t],
+            Err(why) => {
+                warn!(why, "could not send CANCEL");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Once the caller is answered or failed and every fork has its final
+    /// response, the call (if not answered) is gone; else wait for them, but
+    /// not forever (§9.1: 64×T1 after CANCEL).
+    fn finish_if_forks_done(&mut self, key: CallKey, now: Instant) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.state != CallState::Ending {
+            return;
+        }
+        if call.forks.iter().all(|f| f.state == ForkState::Done) {
+            self.remove_call(key);
+        } else if call.deadline.is_none() {
+            self.set_deadline(key, Some(now + self.settings.timers.t1 * 64));
+        }
+    }
+
+    /// A response to the caller's INVITE (provisional or final, with an optional SDP).
+    fn respond_caller(
+        &mut self,
+        key: CallKey,
+        code: u16,
+        reason: &str,
+        sdp: Option<&str>,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let Some(invite) = &call.invite else {
+            return Vec::new();
+        };
+        let (tx, remote) = (invite.tx, invite.remote);
+        if code >= 200 {
+            self.call_invites.remove(&tx);
+        }
+        let invite = if code >= 200 { call.invite.take() } else { None };
+        let msg = invite.as_ref().map(|i| &i.msg).or(call.invite.as_ref().map(|i| &i.msg)).expect("present");
+        let party = &call.caller;
+        // A 100 has no To tag; everything else creates or confirms the early dialog.
+        let tag = (code > 100).then_some(party.dialog.id.local_tag.as_str());
+        let mut w = response_to(msg, remote, code, reason, tag);
+        if code > 100 && code < 300 {
+            w.header("Contact", &party.dialog.local_contact);
+            w.header("Allow", ALLOW);
+        }
+        w.header("Server", &self.settings.user_agent);
+        let data = match sdp {
+            Some(body) => w.finish(Some("application/sdp"), body.as_bytes()),
+            None => w.finish_empty(),
+        };
+        self.stats.count_response(code);
+        let Some(sent) = self.transactions.respond(tx, data, now) else {
+            return Vec::new();
+        };
+        if (200..300).contains(&code) {
+            self.pending_answers
+                .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+        }
+        vec![sent]
+    }
+
+    /// A response for one of our client transactions that belongs to a call.
+    pub(super) fn call_response(&mut self, cid: ClientTxId, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let Some(status) = msg.status() else {
+            return Vec::new();
+        };
+        let Some(&role) = self.client_txs.get(&cid) else {
+            return self.retransmitted_2xx(msg);
+        };
+        if status >= 200 {
+            self.client_txs.remove(&cid);
+        }
+        match role {
+            ClientRole::Fork(key, i) => self.fork_response(key, i, msg, status, now),
+            ClientRole::Offer(key, side) => self.offer_response(key, side, msg, status, now),
+        }
+    }
+
+    /// A client transaction of a call timed out: as a 408 (RFC 3261 §8.1.3.1).
+    pub(super) fn call_timeout(&mut self, cid: ClientTxId, now: Instant) -> Vec<Transmit> {
+        let Some(role) = self.client_txs.remove(&cid) else {
+            return Vec::new();
+        };
+        match role {
+            ClientRole::Fork(key, i) => self.fork_failed(key, i, 408, now),
+            ClientRole::Offer(key, _) => {
+                let mut out = self.answer_relayed_offer_failed(key, 408, "Request Timeout", now);
+                out.extend(self.end_call(key, HangupBy::Switch, "re-INVITE timed out", now));
+                out
+            }
+        }
+    }
+
+    /// A 2xx to an INVITE of ours whose transaction we already saw answered:
+    /// our ACK got lost, send it again.
+    fn retransmitted_2xx(&mut self, msg: &SipMessage) -> Vec<Transmit> {
+        let (Some(id), Ok(cseq)) = (DialogId::of_response(msg), msg.cseq()) else {
+            return Vec::new();
+        };
+        if cseq.method != Method::Invite || !msg.status().is_some_and(|s| (200..300).contains(&s)) {
+            return Vec::new();
+        }
+        let Some(&(key, side)) = self.call_dialogs.get(&id) else {
+            return Vec::new();
+        };
+        let Some(party) = self.calls.get(&key).and_then(|c| c.party(side)) else {
+            return Vec::new();
+        };
+        match &party.ack {
+            Some((seq, ack)) if *seq == cseq.seq => vec![Transmit { target: party.target, data: ack.clone() }],
+            _ => Vec::new(),
+        }
+    }
+
+    fn fork_response(&mut self, key: CallKey, i: usize, msg: &SipMessage, status: u16, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let Some(fork) = call.forks.get_mut(i) else {
+            return Vec::new();
+        };
+        if status < 200 {
+            let mut out = Vec::new();
+            if fork.state == ForkState::Calling {
+                fork.state = ForkState::Proceeding;
+                if fork.cancel {
+                    // A CANCEL was waiting for this provisional response.
+                    fork.cancel = false;
+                    out.extend(self.cancel_fork(key, i, now));
+                    return out;
+                }
+            }
+            if status == 100 || call.state != CallState::Ringing {
+                return out;
+            }
+            out.extend(self.relay_provisional(key, i, msg, status, now));
+            return out;
+        }
+        if (200..300).contains(&status) {
+            if call.state == CallState::Ringing && !fork.cancel {
+                return self.callee_answered(key, i, msg, now);
+            }
+            // Another fork won, or the caller has gone: acknowledge and hang up.
+            fork.state = ForkState::Done;
+            let out = self.ack_and_hang_up(key, i, msg, now);
+            self.finish_if_forks_done(key, now);
+            return out;
+        }
+        if matches!(status, 401 | 407)
+            && fork.credentials.is_some()
+            && !fork.challenged
+            && let Some(out) = self.answer_trunk_challenge(key, i, msg, status, now)
+        {
+            return out;
+        }
+        self.fork_failed(key, i, status, now)
+    }
+
+    /// A trunk challenged our INVITE: send it again with credentials.
+    fn answer_trunk_challenge(
+        &mut self,
+        key: CallKey,
+        i: usize,
+        msg: &SipMessage,
+        status: u16,
+        now: Instant,
+    ) -> Option<Vec<Transmit>> {
+        let fork = self.calls.get_mut(&key)?.forks.get_mut(i)?;
+        let creds = fork.credentials.as_ref()?;
+        let (challenge_header, answer_header) = if status == 401 {
+            (HeaderName::WwwAuthenticate, "Authorization")
+        } else {
+            (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
+        };
+        let challenges: Vec<&str> = msg.header_values(challenge_header).collect();
+        let answer =
+            match answer_challenge(&challenges, "INVITE", &fork.invite.uri, &creds.username, &creds.password, 1) {
+                Ok(a) => a,
+                Err(why) => {
+                    warn!(why, "cannot answer the trunk's challenge");
+                    return None;
+                }
+            };
+        fork.challenged = true;
+        fork.invite.cseq += 1;
+        fork.sent = fork.invite.write(&self.settings.user_agent, Some((answer_header, &answer)));
+        fork.state = ForkState::Calling;
+        let (sent, target) = (fork.sent.clone(), fork.target);
+        match self.transactions.send_request(sent, target, now) {
+            Ok((cid, t)) => {
+                if let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) {
+                    fork.tx = cid;
+                }
+                self.client_txs.insert(cid, ClientRole::Fork(key, i));
+                Some(vec![t])
+            }
+            Err(why) => {
+                warn!(why, "could not resend the INVITE with credentials");
+                None
+            }
+        }
+    }
+
+    /// A fork ended without answering. When it was the last one ringing, the
+    /// caller gets the most telling of the forks' statuses.
+    fn fork_failed(&mut self, key: CallKey, i: usize, status: u16, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        if let Some(fork) = call.forks.get_mut(i) {
+            fork.state = ForkState::Done;
+            fork.status = Some(status);
+        }
+        if call.state == CallState::Ringing && call.forks.iter().all(|f| f.state == ForkState::Done) {
+            let (code, reason, disposition) = caller_status(call.forks.iter().filter_map(|f| f.status));
+            debug!(call_id = %call.caller.dialog.id.call_id, code, "every callee refused");
+            return self.fail_caller(key, code, reason, disposition, HangupBy::Callee, now);
+        }
+        self.finish_if_forks_done(key, now);
+        Vec::new()
+    }
+
+    /// 180/183 from a fork, relayed to the caller; a 183 with SDP brings early media.
+    fn relay_provisional(
+        &mut self,
+        key: CallKey,
+        i: usize,
+        msg: &SipMessage,
+        status: u16,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let mut sdp = None;
+        if !msg.body().is_empty() {
+            match self.apply_callee_answer(key, i, msg) {
+                Ok(answer) => sdp = Some(answer),
+                Err(why) => debug!(why, "early media answer not usable; relayed without it"),
+            }
+        }
+        let early = self.calls.get(&key).and_then(|c| c.early_answer.clone());
+        let sdp = sdp.or(early);
+        let (code, reason) = if sdp.is_some() {
+            (183, "Session Progress")
+        } else {
+            (status.min(182), msg.reason().unwrap_or("Ringing"))
+        };
+        let reason = reason.to_string();
+        self.respond_caller(key, code, &reason, sdp.as_deref(), now)
+    }
+
+    /// The callee's SDP answer (in a 183 or 2xx from fork `i`): read it, start
+    /// or update the media, and work out the caller's answer.
+    fn apply_callee_answer(&mut self, key: CallKey, _i: usize, msg: &SipMessage) -> Result<String, String> {
+        let call = self.calls.get_mut(&key).ok_or("no call")?;
+        let (_, our_offer, callee_rtp) = call.callee_sdp.as_ref().ok_or("no offer")?;
+        let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string())?;
+        let callee = read_answer(our_offer, &answer).map_err(|e| e.0)?;
+        let callee_direction = answer.audio().map(|a| a.direction).unwrap_or(Direction::SendRecv);
+        let caller_offer = call.caller.remote_offer.as_ref().ok_or("no caller offer")?;
+        let offered = caller_offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
+        let mut caller_audio = call.caller.agreed.audio.restricted_to(&callee.audio).map_err(|e| e.0)?;
+        caller_audio.direction = answer_direction(offered, callee_direction);
+        let caller_agreed = AudioAgreement { audio: caller_audio, ..call.caller.agreed.clone() };
+        let caller_params = leg_params(&caller_agreed)?;
+        let callee_params = leg_params(&callee)?;
+        let caller_sdp = match &call.early_answer {
+            Some(early) => early.clone(),
+            None => call.caller.sdp.answer(caller_offer, &caller_agreed, call.caller.local_rtp).to_string(),
+        };
+        call.callee_agreed = Some((callee, *callee_rtp));
+        call.caller.agreed = caller_agreed;
+        call.early_answer.get_or_insert_with(|| caller_sdp.clone());
+        match call.media.take() {
+            Some(Media::Allocated(legs)) => {
+                let (caller, callee_leg) = *legs;
+                let media = self.media.as_ref().ok_or("no relay")?.bridge(
+                    caller,
+                    callee_leg,
+                    BridgeParams { a: caller_params, b: callee_params },
+                );
+                call.media = Some(Media::Running(spawn_media_task(key, media, self.media_reports.clone())));
+            }
+            Some(Media::Running(control)) => {
+                control.send(MediaCommand::UpdateLeg(Leg::B, callee_params));
+                call.media = Some(Media::Running(control));
+            }
+            None => {}
+        }
+        Ok(caller_sdp)
+    }
+}
+
+impl SipCore {
+    /// The first 2xx from a fork: the call is answered. The callee gets its ACK,
+    /// the other forks a CANCEL, the caller our 200 with the SDP answer.
+    fn callee_answered(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let caller_sdp = match self.apply_callee_answer(key, i, msg) {
+            Ok(sdp) => sdp,
+            Err(why) => {
+                warn!(why, "the callee's answer is not usable");
+                let mut out = self.ack_and_hang_up(key, i, msg, now);
+                if let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) {
+                    fork.state = ForkState::Done;
+                }
+                out.extend(self.fail_caller(
+                    key,
+                    488,
+                    "Not Acceptable Here (callee answer unusable)",
+                    Disposition::Failed,
+                    HangupBy::Switch,
+                    now,
+                ));
+                return out;
+            }
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let fork = &mut call.forks[i];
+        fork.state = ForkState::Done;
+        let invite = SipMessage::parse(fork.sent.clone()).ok();
+        let dialog = invite.as_ref().map(|inv| Dialog::as_uac(inv, msg, &fork.invite.contact));
+        let Some(Ok(dialog)) = dialog else {
+            warn!("a 2xx that makes no dialog (no tags or no Contact)");
+            let out = self.fail_caller(
+                key,
+                502,
+                "Bad Gateway (callee answer has no dialog)",
+                Disposition::Failed,
+                HangupBy::Switch,
+                now,
+            );
+            return out;
+        };
+        let (callee_agreed, callee_rtp) = call.callee_agreed.take().expect("set by apply_callee_answer");
+        let (callee_sdp, _, _) = call.callee_sdp.take().expect("set at start");
+        let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
+        let target = fork.target;
+        let mut out = vec![Transmit { target, data: ack.clone() }];
+        let callee = Party {
+            target,
+            via: fork.invite.via.clone(),
+            sdp: callee_sdp,
+            local_rtp: callee_rtp,
+            agreed: callee_agreed,
+            remote_offer: None,
+            ack: Some((fork.invite.cseq, ack)),
+            dialog,
+        };
+        info!(call_id = %call.caller.dialog.id.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
+        self.call_dialogs.insert(callee.dialog.id.clone(), (key, Side::Callee));
+        call.callee = Some(callee);
+        call.state = CallState::Answered;
+        call.record.answer = Some(SystemTime::now());
+        call.caller.dialog.confirm();
+        let others: Vec<usize> = (0..call.forks.len()).filter(|&j| j != i).collect();
+        self.set_deadline(key, None);
+        for j in others {
+            out.extend(self.cancel_fork(key, j, now));
+        }
+        out.extend(self.respond_caller(key, 200, "OK", Some(&caller_sdp), now));
+        out
+    }
+
+    /// A 2xx we do not want (a losing fork, or the caller has gone): ACK it and
+    /// send BYE in its dialog (RFC 3261 §13.2.2.4).
+    fn ack_and_hang_up(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let Some(fork) = self.calls.get(&key).and_then(|c| c.forks.get(i)) else {
+            return Vec::new();
+        };
+        let Some(Ok(mut dialog)) =
+            SipMessage::parse(fork.sent.clone()).ok().map(|inv| Dialog::as_uac(&inv, msg, &fork.invite.contact))
+        else {
+            return Vec::new();
+        };
+        let (target, via, cseq) = (fork.target, fork.invite.via.clone(), fork.invite.cseq);
+        let mut out = vec![Transmit { target, data: dialog.ack(cseq, &via, None) }];
+        let (bye, _) =
+            dialog.request(&Method::Bye, &via, &[("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"")], None);
+        match self.transactions.send_request(bye, target, now) {
+            Ok((_, t)) => out.push(t),
+            Err(why) => warn!(why, "could not send BYE"),
+        }
+        out
+    }
+
+    /// A request inside a call's dialog (its tags are its authentication, RFC
+    /// 3261 §12.2.2): BYE ends the call, a re-INVITE or UPDATE is passed to the
+    /// other side (or answered here when it changes nothing).
+    pub(super) fn in_dialog(&mut self, req: &Req<'_>, tx: ServerTxId, id: &DialogId, now: Instant) -> Vec<Transmit> {
+        let Some(&(key, side)) = self.call_dialogs.get(id) else {
+            return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now);
+        };
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return self.reply(req, tx, 481, "Call/Transaction Does Not Exist", &[], now);
+        };
+        if let Err(e) = party.dialog.on_request(req.msg) {
+            return self.reply(req, tx, 500, &format!("Server Internal Error ({e})"), &[], now);
+        }
+        match req.method {
+            Method::Bye => {
+                let mut out = self.reply(req, tx, 200, "OK", &[], now);
+                let by = if side == Side::Caller { HangupBy::Caller } else { HangupBy::Callee };
+                out.extend(self.hang_up(key, side, by, "BYE", now));
+                out
+            }
+            _ => self.offer_in_dialog(req, tx, key, side, now),
+        }
+    }
+
+    /// A re-INVITE or UPDATE from `side`.
+    fn offer_in_dialog(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        key: CallKey,
+        side: Side,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let call = self.calls.get_mut(&key).expect("looked up");
+        if call.state != CallState::Answered {
+            return self.reply(req, tx, 491, "Request Pending", &[("Retry-After", "1")], now);
+        }
+        let party = call.party_mut(side).expect("looked up");
+        // No SDP (a session refresh, or an offer solicited from us): our current
+        // SDP again. The same offer as before: a refresh, answered the same.
+        let unchanged = req.msg.body().is_empty()
+            || SdpSession::parse(req.msg.body())
+                .is_ok_and(|o| party.remote_offer.as_ref().is_some_and(|prev| o.same_version_as(prev)));
+        if unchanged {
+            let sdp = party.sdp.last_sent().map(|s| s.to_string()).unwrap_or_default();
+            return self.answer_party(req.msg, tx, req.source.remote, key, side, &sdp, now);
+        }
+        if call.relayed.is_some() {
+            return self.reply(req, tx, 491, "Request Pending", &[("Retry-After", "1")], now);
+        }
+        let offer = match SdpSession::parse(req.msg.body()) {
+            Ok(o) => o,
+            Err(e) => return self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now),
+        };
+        let agreed = match negotiate(&offer, Direction::SendRecv) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now);
+            }
+        };
+        let offered = offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
+        let Some(other) = call.party_mut(side.other()) else {
+            // Echo: no other side, answer here.
+            return self.answer_locally(req, tx, key, side, offer, agreed, now);
+        };
+        // The other side is offered what this side offers and it already takes,
+        // in its own payload types, in this side's direction.
+        let mut audio = match agreed.audio.restricted_to(&other.agreed.audio) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now);
+            }
+        };
+        for codec in audio.codecs.iter_mut().chain(audio.telephone_event.iter_mut()) {
+            let known = other
+                .agreed
+                .audio
+                .codecs
+                .iter()
+                .chain(&other.agreed.audio.telephone_event)
+                .find(|c| c.same_codec(codec));
+            if let Some(known) = known {
+                codec.payload_type = known.payload_type;
+            }
+        }
+        audio.direction = offered;
+        audio.rtcp_mux = other.agreed.audio.rtcp_mux;
+        let sent = other.sdp.offer(other.local_rtp, &audio);
+        let body = sent.to_string();
+        let method = req.method.clone();
+        let (request, _) =
+            other.dialog.request(&method, &other.via, &[("Allow", ALLOW)], Some(("application/sdp", body.as_bytes())));
+        let target = other.target;
+        let mut out = Vec::new();
+        if method == Method::Invite {
+            let trying = self.build_response(req, 100, "Trying", &[]);
+            out.extend(self.transactions.respond(tx, trying, now));
+        }
+        match self.transactions.send_request(request, target, now) {
+            Ok((cid, t)) => {
+                self.client_txs.insert(cid, ClientRole::Offer(key, side.other()));
+                out.push(t);
+            }
+            Err(why) => {
+                warn!(why, "could not relay an offer");
+                out.extend(self.reply(req, tx, 500, "Server Internal Error", &[("Retry-After", "1")], now));
+                return out;
+            }
+        }
+        let call = self.calls.get_mut(&key).expect("looked up");
+        call.relayed = Some(RelayedOffer {
+            from: side,
+            method,
+            msg: req.msg.clone(),
+            tx,
+            remote: req.source.remote,
+            offer,
+            agreed,
+            sent,
+        });
+        out
+    }
+
+    /// An offer answered by us alone (the echo line).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_locally(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        key: CallKey,
+        side: Side,
+        offer: SdpSession,
+        agreed: AudioAgreement,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let call = self.calls.get_mut(&key).expect("looked up");
+        let party = call.party_mut(side).expect("looked up");
+        let params = leg_params(&agreed);
+        let sdp = party.sdp.answer(&offer, &agreed, party.local_rtp).to_string();
+        party.agreed = agreed;
+        party.remote_offer = Some(offer);
+        if let (Ok(params), Some(Media::Running(control))) = (params, &call.media) {
+            control.send(MediaCommand::UpdateLeg(side.leg(), params));
+        }
+        self.answer_party(req.msg, tx, req.source.remote, key, side, &sdp, now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_party(
+        &mut self,
+        msg: &SipMessage,
+        tx: ServerTxId,
+        remote: SocketAddr,
+        key: CallKey,
+        side: Side,
+        sdp: &str,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let Some(call) = self.calls.remove(&key) else {
+            return Vec::new();
+        };
+        let out = match call.party(side) {
+            Some(party) => self.answer_with_sdp(msg, tx, remote, party, sdp, now),
+            None => Vec::new(),
+        };
+        self.calls.insert(key, call);
+        out
+    }
+
+    /// The other side answered an offer we relayed to it.
+    fn offer_response(&mut self, key: CallKey, to: Side, msg: &SipMessage, status: u16, now: Instant) -> Vec<Transmit> {
+        if status < 200 {
+            return Vec::new();
+        }
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let Some(relayed) = call.relayed.take() else {
+            return Vec::new();
+        };
+        let Some(other) = call.party_mut(to) else {
+            return Vec::new();
+        };
+        other.dialog.on_response(msg);
+        let mut out = Vec::new();
+        if relayed.method == Method::Invite && (200..300).contains(&status) {
+            let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+            let ack = other.dialog.ack(seq, &other.via, None);
+            out.push(Transmit { target: other.target, data: ack.clone() });
+            other.ack = Some((seq, ack));
+        }
+        if !(200..300).contains(&status) {
+            let reason = msg.reason().unwrap_or("").to_string();
+            call.relayed = Some(relayed);
+            out.extend(self.answer_relayed_offer_failed(key, status, &reason, now));
+            if matches!(status, 408 | 481) {
+                // RFC 5057: the dialog on that side is gone.
+                out.extend(self.end_call(key, HangupBy::Switch, "re-INVITE failed", now));
+            }
+            return out;
+        }
+        let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string()).and_then(|a| {
+            let agreed = read_answer(&relayed.sent, &a).map_err(|e| e.0)?;
+            Ok((agreed, a.audio().map(|l| l.direction).unwrap_or(Direction::SendRecv)))
+        });
+        let (other_agreed, other_direction) = match answer {
+            Ok(a) => a,
+            Err(why) => {
+                warn!(why, "the answer to a relayed offer is not usable");
+                call.relayed = Some(relayed);
+                out.extend(self.answer_relayed_offer_failed(key, 488, "Not Acceptable Here", now));
+                return out;
+            }
+        };
+        let from = relayed.from;
+        let offered = relayed.offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
+        let mut audio = match relayed.agreed.audio.restricted_to(&other_agreed.audio) {
+            Ok(a) => a,
+            Err(_) => relayed.agreed.audio.clone(),
+        };
+        audio.direction = answer_direction(offered, other_direction);
+        let from_agreed = AudioAgreement { audio, ..relayed.agreed.clone() };
+        let other_params = leg_params(&other_agreed);
+        other.agreed = other_agreed;
+        let party = call.party_mut(from).expect("a relayed offer comes from a party");
+        let sdp = party.sdp.answer(&relayed.offer, &from_agreed, party.local_rtp).to_string();
+        let from_params = leg_params(&from_agreed);
+        party.agreed = from_agreed;
+        party.remote_offer = Some(relayed.offer.clone());
+        // The holder (a sendonly or inactive offer) stops hearing the held side,
+        // which hears music on hold (RFC 3264 §8.4).
+        let mode = if offered.receives() { Mode::Bridge } else { Mode::Hold { held: from.other().leg() } };
+        if let Some(Media::Running(control)) = &call.media {
+            if let Ok(p) = from_params {
+                control.send(MediaCommand::UpdateLeg(from.leg(), p));
+            }
+            if let Ok(p) = other_params {
+                control.send(MediaCommand::UpdateLeg(to.leg(), p));
+            }
+            control.send(MediaCommand::SetMode(mode));
+        }
+        info!(call_id = %call.caller.dialog.id.call_id, from = ?from, mode = ?mode, "offer relayed and answered");
+        out.extend(self.answer_party(&relayed.msg, relayed.tx, relayed.remote, key, from, &sdp, now));
+        out
+    }
+
+    /// The relayed offer failed on the other side: the offerer gets the same status.
+    fn answer_relayed_offer_failed(&mut self, key: CallKey, status: u16, reason: &str, now: Instant) -> Vec<Transmit> {
+        let Some(relayed) = self.calls.get_mut(&key).and_then(|c| c.relayed.take()) else {
+            return Vec::new();
+        };
+        let Some(party) = self.calls.get(&key).and_then(|c| c.party(relayed.from)) else {
+            return Vec::new();
+        };
+        let reason = if reason.is_empty() { sip_transport::writer::reason_phrase(status) } else { reason };
+        let mut w = response_to(&relayed.msg, relayed.remote, status, reason, Some(&party.dialog.id.local_tag));
+        if status == 491 {
+            w.header("Retry-After", "1");
+        }
+        w.header("Server", &self.settings.user_agent);
+        self.stats.count_response(status);
+        self.transactions.respond(relayed.tx, w.finish_empty(), now).into_iter().collect()
+    }
+
+    /// `side` hung up (its BYE is answered): BYE to the other side, CDR.
+    fn hang_up(&mut self, key: CallKey, side: Side, by: HangupBy, reason: &str, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(other) = call.party_mut(side.other()) {
+            out.extend(send_bye(&mut self.transactions, other, reason, now));
+        }
+        info!(call_id = %call.caller.dialog.id.call_id, by = ?by, reason, "call ended");
+        self.write_cdr(key, Disposition::Answered, 200, "OK", by);
+        self.remove_call(key);
+        out
+    }
+
+    /// Ends an answered call from our side: BYE to both.
+    pub(super) fn end_call(&mut self, key: CallKey, by: HangupBy, reason: &str, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        if call.state != CallState::Answered {
+            return self.fail_caller(key, 503, "Service Unavailable", Disposition::Failed, by, now);
+        }
+        let mut out = Vec::new();
+        for side in [Side::Caller, Side::Callee] {
+            if let Some(party) = call.party_mut(side) {
+                out.extend(send_bye(&mut self.transactions, party, reason, now));
+            }
+        }
+        warn!(call_id = %call.caller.dialog.id.call_id, reason, "call ended by the switch");
+        self.write_cdr(key, Disposition::Answered, 200, "OK", by);
+        self.remove_call(key);
+        out
+    }
+
+    /// The call for a dialog (the 2xx retransmission of which got no ACK).
+    pub(super) fn end_call_of_dialog(&mut self, id: &DialogId, reason: &str, now: Instant) -> Vec<Transmit> {
+        match self.call_dialogs.get(id) {
+            Some(&(key, _)) => self.end_call(key, HangupBy::Switch, reason, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// Ends every call (at shutdown).
+    pub fn end_all_calls(&mut self, now: Instant) -> Vec<Transmit> {
+        let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+        keys.into_iter().flat_map(|key| self.end_call(key, HangupBy::Switch, "shutdown", now)).collect()
+    }
+
+    /// What a call's media reported: a leg went silent, or the media ended.
+    pub fn handle_media_report(&mut self, (key, event): crate::media::MediaReport, now: Instant) -> Vec<Transmit> {
+        let reason = match event {
+            Some(media_relay::MediaEvent::Inactive { silent_for, .. }) => {
+                format!("RTP timeout ({} s without media)", silent_for.as_secs())
+            }
+            None => "media failed".to_string(),
+        };
+        self.end_call(key, HangupBy::Switch, &reason, now)
+    }
+
+    fn write_cdr(&mut self, key: CallKey, disposition: Disposition, status: u16, reason: &str, by: HangupBy) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if call.record.written {
+            return;
+        }
+        call.record.written = true;
+        let Some(sink) = &self.cdr else { return };
+        let r = &call.record;
+        sink.send(Cdr::new(
+            call.caller.dialog.id.call_id.clone(),
+            r.caller.clone(),
+            r.callee.clone(),
+            r.destination.clone(),
+            (r.start, r.answer, SystemTime::now()),
+            disposition,
+            (status, reason.to_string()),
+            by,
+        ));
+    }
+
+    /// Forgets a call and everything that points at it; its media stops.
+    fn remove_call(&mut self, key: CallKey) {
+        self.set_deadline(key, None);
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
+        for party in [Some(&call.caller), call.callee.as_ref()].into_iter().flatten() {
+            self.call_dialogs.remove(&party.dialog.id);
+            self.pending_answers.remove(&party.dialog.id);
+        }
+        if let Some(invite) = &call.invite {
+            self.call_invites.remove(&invite.tx);
+        }
+        for fork in &call.forks {
+            self.client_txs.remove(&fork.tx);
+        }
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+fn send_bye(
+    transactions: &mut dialog_layer::transaction::TransactionLayer,
+    party: &mut Party,
+    reason: &str,
+    now: Instant,
+) -> Vec<Transmit> {
+    let reason = format!("SIP;text=\"{reason}\"");
+    let (bye, _) = party.dialog.request(&Method::Bye, &party.via, &[("Reason", &reason)], None);
+    match transactions.send_request(bye, party.target, now) {
+        Ok((_, t)) => vec![t],
+        Err(why) => {
+            warn!(why, "could not send BYE");
+            Vec::new()
+        }
+    }
+}
+
+impl Call {
+    fn party(&self, side: Side) -> Option<&Party> {
+        match side {
+            Side::Caller => Some(&self.caller),
+            Side::Callee => self.callee.as_ref(),
+        }
+    }
+
+    fn party_mut(&mut self, side: Side) -> Option<&mut Party> {
+        match side {
+            Side::Caller => Some(&mut self.caller),
+            Side::Callee => self.callee.as_mut(),
+        }
+    }
+}
+
+/// The direction an offer asks for, with RFC 2543 hold (c=0.0.0.0) read as sendonly.
+fn offered_direction(line: &crate::sdp::MediaLine) -> Direction {
+    if line.is_hold() && line.direction == Direction::SendRecv { Direction::SendOnly } else { line.direction }
+}
+
+/// The relay's view of an agreement: where the peer is and its payload types.
+fn leg_params(agreed: &AudioAgreement) -> Result<LegParams, String> {
+    let payloads: Vec<(u8, MediaCodec)> = agreed
+        .audio
+        .codecs
+        .iter()
+        .chain(agreed.audio.telephone_event.iter())
+        .filter_map(|c| MediaCodec::from_rtpmap(&c.name, c.clock_rate).map(|m| (c.payload_type, m)))
+        .collect();
+    let payloads = PayloadMap::new(&payloads).map_err(|e| e.to_string())?;
+    Ok(LegParams { remote_rtp: agreed.remote_rtp, remote_rtcp: agreed.remote_rtcp, payloads })
+}
+
+/// What the caller gets when no callee answered, from the forks' statuses: a
+/// global refusal (6xx) first, then busy, then a specific client error, else
+/// "temporarily unavailable" (offline, timed out, server errors, challenges we
+/// could not answer).
+fn caller_status(statuses: impl Iterator<Item = u16>) -> (u16, &'static str, Disposition) {
+    let rank = |s: u16| match s {
+        600..=699 => 4,
+        486 => 3,
+        400..=499 if !matches!(s, 401 | 404 | 407 | 408 | 410 | 480 | 487) => 2,
+        _ => 1,
+    };
+    let best = statuses.max_by_key(|&s| rank(s)).unwrap_or(480);
+    match (rank(best), best) {
+        (4, 600) | (3, _) => (486, "Busy Here", Disposition::Busy),
+        (4, 603) => (603, "Decline", Disposition::Rejected),
+        (4, s) | (2, s) => (s, sip_transport::writer::reason_phrase(s), Disposition::Failed),
+        _ => (480, "Temporarily Unavailable", Disposition::Failed),
+    }
+}
+
+impl OutboundInvite {
+    fn write(&self, user_agent: &str, credentials: Option<(&str, &str)>) -> Bytes {
+        let mut w = MessageWriter::request(&Method::Invite, &self.uri);
+        w.header("Via", format_args!("{};branch={}", self.via, new_branch()));
+        w.header("Max-Forwards", self.max_forwards);
+        w.header("From", &self.from);
+        w.header("To", &self.to);
+        w.header("Call-ID", &self.call_id);
+        w.header("CSeq", format_args!("{} INVITE", self.cseq));
+        w.header("Contact", &self.contact);
+        w.header("Allow", ALLOW);
+        w.header("User-Agent", user_agent);
+        if let Some((name, value)) = credentials {
+            w.header(name, value);
+        }
+        w.finish(Some("application/sdp"), &self.body)
+    }
+}
+
+/// Our Contact on a listener.
+pub(super) fn our_contact(transport: Transport, local: SocketAddr) -> String {
+    match transport {
+        Transport::Udp => format!("<sip:tandem@{local}>"),
+        t => format!("<sip:tandem@{local};transport={}>", t.as_str().to_ascii_lowercase()),
+    }
+}
+
+/// Our Via (without branch) on a listener.
+pub(super) fn our_via(transport: Transport, local: SocketAddr) -> String {
+    format!("SIP/2.0/{transport} {local};rport")
+}

@@ -1,0 +1,83 @@
+//! The bridge between the sans-IO core and a call's media: one task per call
+//! owns its [`CallMedia`], applies the core's commands in order and reports
+//! media events back. The core never waits on media.
+
+use media_relay::{CallMedia, Leg, LegParams, MediaEvent, Mode};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Calls are numbered by the core.
+pub type CallKey = u64;
+
+/// What a call's media task reports: an event, or `None` when the media ended
+/// on its own (a socket failed).
+pub type MediaReport = (CallKey, Option<MediaEvent>);
+
+#[derive(Debug)]
+pub(crate) enum MediaCommand {
+    /// New remote address hint and payload types of a leg (an SDP changed).
+    UpdateLeg(Leg, LegParams),
+    SetMode(Mode),
+}
+
+/// The core's handle on a call's media. Dropping it stops the media and gives
+/// the ports back.
+#[derive(Debug)]
+pub(crate) struct MediaControl {
+    commands: mpsc::UnboundedSender<MediaCommand>,
+}
+
+impl MediaControl {
+    pub fn send(&self, command: MediaCommand) {
+        // The task ends only when this handle is dropped or the media failed,
+        // and a failure is reported to the core, which then ends the call.
+        let _ = self.commands.send(command);
+    }
+}
+
+/// Runs the call's media until the control is dropped, forwarding its events.
+pub(crate) fn spawn_media_task(
+    call: CallKey,
+    mut media: CallMedia,
+    reports: mpsc::UnboundedSender<MediaReport>,
+) -> MediaControl {
+    let (commands, mut incoming) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = media.next_event() => {
+                    let ended = event.is_none();
+                    if reports.send((call, event)).is_err() || ended {
+                        break;
+                    }
+                }
+                command = incoming.recv() => {
+                    let result = match command {
+                        Some(MediaCommand::UpdateLeg(leg, params)) => media.update_leg(leg, params).await,
+                        Some(MediaCommand::SetMode(mode)) => media.set_mode(mode).await,
+                        None => break,
+                    };
+                    if let Err(e) = result {
+                        warn!(call, error = %e, "media command failed");
+                    }
+                }
+            }
+        }
+        match media.stop().await {
+            Ok(stats) => {
+                let b = stats.b.unwrap_or_default();
+                info!(
+                    call,
+                    a_rtp_in = stats.a.rtp_packets_in,
+                    a_rtp_out = stats.a.rtp_packets_out,
+                    b_rtp_in = b.rtp_packets_in,
+                    b_rtp_out = b.rtp_packets_out,
+                    dropped_wrong_source = stats.a.dropped_wrong_source + b.dropped_wrong_source,
+                    "call media stopped"
+                );
+            }
+            Err(e) => debug!(call, error = %e, "call media had already stopped"),
+        }
+    });
+    MediaControl { commands }
+}
