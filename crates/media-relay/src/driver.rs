@@ -6,6 +6,10 @@
 //! the task and rewritten and sent in place: nothing is allocated per packet.
 //! A packet that cannot be sent at once (socket buffer full) is dropped and
 //! counted, as RTP tolerates loss better than delay.
+//!
+//! The task also plays prompts ([`CallMedia::play`]): on a second timer it
+//! builds one 20 ms G.711 frame per playing leg in the same buffer and sends it
+//! through [`MediaSession::inject`], which keeps the leg's stream continuous.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -19,8 +23,11 @@ use tokio::task::JoinHandle;
 
 use crate::MediaError;
 use crate::ports::PortAllocator;
+use crate::prompt::Prompt;
+use crate::rtp::{RTP_HEADER_LEN, write_packet};
 use crate::session::{
-    Channel, Leg, LegParams, LegSetup, LegStats, MAX_PACKET_LEN, MediaEvent, MediaSession, Mode, SessionConfig,
+    Channel, Codec, Forward, Leg, LegParams, LegSetup, LegStats, MAX_PACKET_LEN, MediaEvent, MediaSession, Mode,
+    PayloadMap, SessionConfig,
 };
 
 /// Datagrams read from one socket before the task looks at its other sockets.
@@ -30,6 +37,13 @@ const COMMAND_QUEUE: usize = 8;
 /// Events waiting for the owner; more are dropped with a warning (there is one
 /// inactivity event per leg per silence, so this only fills if nobody reads).
 const EVENT_QUEUE: usize = 16;
+/// A prompt frame: 20 ms, 160 samples of 8 kHz G.711, one byte each.
+const FRAME_MICROS: u64 = 20_000;
+const FRAME_SAMPLES: usize = 160;
+/// A task woken later than this many frames skips the older ones rather than
+/// sending them all at once: a jitter buffer absorbs a short burst, but after
+/// a longer stall a gap is better than audio that arrives too late to play.
+const MAX_CATCH_UP_FRAMES: u64 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -244,6 +258,7 @@ fn call_stats(session: &MediaSession) -> CallStats {
 enum Command {
     UpdateLeg { leg: Leg, params: LegParams, reply: oneshot::Sender<Result<(), MediaError>> },
     SetMode { mode: Mode, reply: oneshot::Sender<Result<(), MediaError>> },
+    Play { leg: Leg, prompt: Option<Arc<Prompt>>, reply: oneshot::Sender<Result<(), MediaError>> },
     Stats { reply: oneshot::Sender<CallStats> },
     Stop,
 }
@@ -279,6 +294,26 @@ impl CallMedia {
     pub async fn set_mode(&self, mode: Mode) -> Result<(), MediaError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::SetMode { mode, reply }).await?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
+    /// Plays `prompt` to `leg` in a loop, from its start, or stops playing with
+    /// `None`. A new prompt replaces the one playing. The leg gets one 20 ms
+    /// frame every 20 ms, in PCMU if it negotiated PCMU, else in PCMA, as the
+    /// continuation of the stream it receives (see [`MediaSession::inject`]).
+    ///
+    /// While it plays, the leg hears only the prompt, in any mode: relayed
+    /// audio for it is dropped (the leg is still heard by the other). Nothing
+    /// stops it but the owner: leaving hold with [`CallMedia::set_mode`] does
+    /// not, so the owner calls `play(held, None)` when it resumes the call. Each
+    /// frame follows the leg's payload types of the moment (a re-INVITE may
+    /// change them); while it has neither PCMU nor PCMA, no frames are sent.
+    ///
+    /// Errors: [`MediaError::NoSuchLeg`], [`MediaError::NoG711`] (the leg
+    /// negotiated neither; what was playing goes on), [`MediaError::Stopped`].
+    pub async fn play(&self, leg: Leg, prompt: Option<Arc<Prompt>>) -> Result<(), MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Play { leg, prompt, reply }).await?;
         answer.await.map_err(|_| MediaError::Stopped)?
     }
 
@@ -375,6 +410,10 @@ async fn run_call(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Prompt frames have their own timer: it fires every 20 ms while one plays.
+    let mut playbacks: [Option<Playback>; 2] = [None, None];
+    let frame_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(frame_timer);
     loop {
         // Deadlines move later with every packet; the timer is re-armed only when
         // one moves earlier, and a timer that fires early finds nothing due.
@@ -384,11 +423,17 @@ async fn run_call(
             timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
             armed = Some(deadline);
         }
+        let next_frame = playbacks.iter().flatten().map(Playback::next_frame_at).min();
+        if let Some(at) = next_frame.map(tokio::time::Instant::from_std)
+            && frame_timer.deadline() != at
+        {
+            frame_timer.as_mut().reset(at);
+        }
         let (leg, channel, ready) = tokio::select! {
             command = commands.recv() => {
                 match command {
                     Some(Command::Stop) | None => break,
-                    Some(command) => handle_command(&mut session, command),
+                    Some(command) => handle_command(&mut session, &mut playbacks, command),
                 }
                 continue;
             }
@@ -399,6 +444,10 @@ async fn run_call(
                         tracing::warn!("media event dropped: the call's event queue is full or closed");
                     }
                 }
+                continue;
+            }
+            () = &mut frame_timer, if next_frame.is_some() => {
+                send_due_frames(&mut session, &sockets, &mut playbacks, &mut buf, Instant::now());
                 continue;
             }
             ready = readable(sockets.socket(Leg::A, Channel::Rtp)) => (Leg::A, Channel::Rtp, ready),
@@ -423,7 +472,7 @@ async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
     }
 }
 
-fn handle_command(session: &mut MediaSession, command: Command) {
+fn handle_command(session: &mut MediaSession, playbacks: &mut [Option<Playback>; 2], command: Command) {
     let now = Instant::now();
     // A reply nobody waits for any more is not an error.
     match command {
@@ -432,6 +481,9 @@ fn handle_command(session: &mut MediaSession, command: Command) {
         }
         Command::SetMode { mode, reply } => {
             let _ = reply.send(session.set_mode(mode, now));
+        }
+        Command::Play { leg, prompt, reply } => {
+            let _ = reply.send(play(session, playbacks, leg, prompt, now));
         }
         Command::Stats { reply } => {
             let _ = reply.send(call_stats(session));
@@ -462,16 +514,124 @@ fn relay_ready(session: &mut MediaSession, sockets: &CallSockets, leg: Leg, chan
             Channel::Rtcp => session.on_rtcp(leg, from, packet, now),
         };
         let Some(forward) = forward else { continue };
-        let output = sockets.socket(forward.leg, forward.channel).or(sockets.socket(forward.leg, Channel::Rtp));
-        let Some(output) = output else { continue };
-        let to = match forward.to {
-            SocketAddr::V4(v4) if sockets.ipv6 => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-            to => to,
-        };
-        if output.try_send_to(&buf[..len], to).is_err() {
-            session.record_send_error(forward.leg);
+        send(session, sockets, forward, &buf[..len]);
+    }
+}
+
+/// Sends a packet where the session said; one that cannot go at once is counted.
+fn send(session: &mut MediaSession, sockets: &CallSockets, forward: Forward, packet: &[u8]) {
+    let output = sockets.socket(forward.leg, forward.channel).or(sockets.socket(forward.leg, Channel::Rtp));
+    let Some(output) = output else { return };
+    let to = match forward.to {
+        SocketAddr::V4(v4) if sockets.ipv6 => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        to => to,
+    };
+    if output.try_send_to(packet, to).is_err() {
+        session.record_send_error(forward.leg);
+    }
+}
+
+/// A prompt looping to one leg. Frame `n` is due at `started + n * 20 ms` and
+/// carries the prompt from byte `n * 160` with timestamp `first_ts + n * 160`:
+/// the schedule never drifts, however late the task wakes.
+struct Playback {
+    prompt: Arc<Prompt>,
+    started: Instant,
+    /// The next frame to send.
+    frame: u64,
+    /// Of this playback's own stream, which `inject` rewrites into the leg's.
+    ssrc: u32,
+    seq: u16,
+    first_ts: u32,
+}
+
+impl Playback {
+    fn new(prompt: Arc<Prompt>, now: Instant) -> Self {
+        Playback { prompt, started: now, frame: 0, ssrc: rand::random(), seq: rand::random(), first_ts: rand::random() }
+    }
+
+    fn next_frame_at(&self) -> Instant {
+        // Saturates after 2.7 years of one prompt, long before an Instant would overflow.
+        let frame = u32::try_from(self.frame).unwrap_or(u32::MAX);
+        self.started + Duration::from_micros(FRAME_MICROS) * frame
+    }
+
+    /// Frames whose time has come by `now`, counted from the first.
+    fn frames_due(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started).as_micros();
+        u64::try_from(elapsed / u128::from(FRAME_MICROS)).unwrap_or(u64::MAX).saturating_add(1)
+    }
+}
+
+/// PCMU if the leg has it, else PCMA: what prompt frames are sent in.
+fn prompt_codec(payloads: &PayloadMap) -> Option<(u8, Codec)> {
+    [Codec::Pcmu, Codec::Pcma].into_iter().find_map(|codec| Some((payloads.payload_type(codec)?, codec)))
+}
+
+fn play(
+    session: &mut MediaSession,
+    playbacks: &mut [Option<Playback>; 2],
+    leg: Leg,
+    prompt: Option<Arc<Prompt>>,
+    now: Instant,
+) -> Result<(), MediaError> {
+    let payloads = session.payloads(leg).ok_or(MediaError::NoSuchLeg { leg })?;
+    let playing = prompt.is_some();
+    if playing && prompt_codec(payloads).is_none() {
+        return Err(MediaError::NoG711 { leg });
+    }
+    session.set_injecting(leg, playing)?;
+    playbacks[leg_index(leg)] = prompt.map(|prompt| {
+        tracing::debug!(?leg, prompt = prompt.name(), "prompt playing");
+        Playback::new(prompt, now)
+    });
+    Ok(())
+}
+
+/// Sends every prompt frame due by `now`, building each in `buf`. Allocates nothing.
+fn send_due_frames(
+    session: &mut MediaSession,
+    sockets: &CallSockets,
+    playbacks: &mut [Option<Playback>; 2],
+    buf: &mut [u8],
+    now: Instant,
+) {
+    for leg in [Leg::A, Leg::B] {
+        let Some(playback) = playbacks[leg_index(leg)].as_mut() else { continue };
+        let due = playback.frames_due(now);
+        if due > playback.frame + MAX_CATCH_UP_FRAMES {
+            let skipped = due - MAX_CATCH_UP_FRAMES - playback.frame;
+            tracing::debug!(?leg, skipped, "prompt frames skipped: the call's task woke late");
+            playback.frame += skipped;
+        }
+        while playback.frame < due {
+            send_frame(session, sockets, leg, playback, buf, now);
+            playback.frame += 1;
         }
     }
+}
+
+fn send_frame(
+    session: &mut MediaSession,
+    sockets: &CallSockets,
+    leg: Leg,
+    playback: &mut Playback,
+    buf: &mut [u8],
+    now: Instant,
+) {
+    let Some((pt, codec)) = session.payloads(leg).and_then(prompt_codec) else { return };
+    let len = RTP_HEADER_LEN + FRAME_SAMPLES;
+    // Timestamps are modulo 2^32, so the frame number may wrap too.
+    let ts = playback.first_ts.wrapping_add((playback.frame as u32).wrapping_mul(FRAME_SAMPLES as u32));
+    let first = playback.frame == 0;
+    if write_packet(buf, pt, first, playback.seq, ts, playback.ssrc, &[]).is_none() {
+        return;
+    }
+    let position = playback.frame.wrapping_mul(FRAME_SAMPLES as u64);
+    playback.prompt.fill_looped(codec, position, &mut buf[RTP_HEADER_LEN..len]);
+    let Some(forward) = session.inject(leg, &mut buf[..len], now) else { return };
+    playback.seq = playback.seq.wrapping_add(1);
+    send(session, sockets, forward, &buf[..len]);
 }
 
 #[cfg(test)]
@@ -785,5 +945,188 @@ mod tests {
         let relay = relay(31070, 31073, Duration::from_secs(30));
         assert!(matches!(relay.allocate_leg(true), Err(MediaError::NoRuntime)));
         assert_eq!(relay.port_usage().legs_in_use, 0);
+    }
+
+    /// 1000 samples: frames (160) do not divide it, so the loop wraps inside a frame.
+    fn test_prompt() -> Arc<Prompt> {
+        let samples: Vec<i16> = (0..1000).map(|i| (i * 37 % 2000 - 1000) * 16).collect();
+        Arc::new(Prompt::from_samples("test prompt", &samples).unwrap())
+    }
+
+    /// The 160 bytes of frame `n`, taken from the prompt repeated end to end.
+    fn expected_frame(prompt: &Prompt, codec: Codec, n: usize) -> Vec<u8> {
+        prompt.encoded(codec).unwrap().iter().copied().cycle().skip(n * 160).take(160).collect()
+    }
+
+    /// A phone that does not block the runtime while it waits.
+    async fn async_phone() -> tokio::net::UdpSocket {
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    #[derive(Debug)]
+    struct Heard {
+        pt: u8,
+        marker: bool,
+        seq: u16,
+        ts: u32,
+        ssrc: u32,
+        payload: Vec<u8>,
+        at: Instant,
+    }
+
+    fn heard(buf: &[u8]) -> Heard {
+        let packet = RtpPacket::parse(buf).unwrap();
+        Heard {
+            pt: packet.payload_type(),
+            marker: packet.marker(),
+            seq: packet.sequence(),
+            ts: packet.timestamp(),
+            ssrc: packet.ssrc(),
+            payload: packet.payload().to_vec(),
+            at: Instant::now(),
+        }
+    }
+
+    /// The next packet, or `None` after `wait`.
+    async fn listen(phone: &tokio::net::UdpSocket, wait: Duration) -> Option<Heard> {
+        let mut buf = [0u8; 2048];
+        let len = tokio::time::timeout(wait, phone.recv(&mut buf)).await.ok()?.unwrap();
+        Some(heard(&buf[..len]))
+    }
+
+    /// Checks that `next` continues the prompt's stream after `last`.
+    fn assert_next_frame(last: &Heard, next: &Heard) {
+        assert_eq!(next.seq, last.seq.wrapping_add(1), "{next:?}");
+        assert_eq!(next.ts, last.ts.wrapping_add(160), "{next:?}");
+        assert_eq!((next.ssrc, next.pt, next.marker), (last.ssrc, last.pt, false));
+    }
+
+    /// Music on hold: B is held, hears the prompt looped at 50 packets a second
+    /// in its preferred codec, continuing its stream, until the owner stops it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prompt_loops_to_the_held_leg_every_20_ms_until_stopped() {
+        let relay = relay(31100, 31109, Duration::from_secs(30));
+        let (a_leg, b_leg) = (relay.allocate_leg(true).unwrap(), relay.allocate_leg(true).unwrap());
+        let a_sdp = a_leg.local_rtp();
+        let (phone_a, phone_b) = (async_phone().await, async_phone().await);
+        let call = relay.bridge(
+            a_leg,
+            b_leg,
+            BridgeParams {
+                a: params(Some(phone_a.local_addr().unwrap()), &[(0, PCMU)]),
+                // PCMA listed first; PCMU is still what prompts are sent in.
+                b: params(Some(phone_b.local_addr().unwrap()), &[(8, Codec::Pcma), (0, PCMU), (101, TE)]),
+            },
+        );
+        let mut packet = [0u8; 172];
+        let len = write_packet(&mut packet, 0, false, 7, 7 * 160, 0xa, &[0xff; 160]).unwrap();
+        phone_a.send_to(&packet[..len], a_sdp).await.unwrap();
+        let before = listen(&phone_b, Duration::from_secs(1)).await.expect("A's packet never reached B");
+        assert_eq!((before.seq, before.ssrc), (7, 0xa));
+
+        call.set_mode(Mode::Hold { held: Leg::B }).await.unwrap();
+        let prompt = test_prompt();
+        call.play(Leg::B, Some(Arc::clone(&prompt))).await.unwrap();
+        let first = listen(&phone_b, Duration::from_secs(1)).await.expect("no prompt within a second");
+        // The stream B hears goes on: same SSRC, next sequence number.
+        assert_eq!((first.pt, first.seq, first.ssrc, first.marker), (0, 8, 0xa, true));
+        assert_eq!(first.payload, expected_frame(&prompt, PCMU, 0));
+        let window_end = first.at + Duration::from_secs(1);
+        let mut in_window = 1;
+        let mut last = first;
+        let mut frame = 1;
+        while let Some(next) = listen(&phone_b, window_end.saturating_duration_since(Instant::now())).await {
+            assert_next_frame(&last, &next);
+            assert_eq!(next.payload, expected_frame(&prompt, PCMU, frame), "frame {frame}");
+            (last, frame, in_window) = (next, frame + 1, in_window + 1);
+        }
+        assert!((40..=60).contains(&in_window), "{in_window} packets in one second, not about 50");
+
+        call.play(Leg::B, None).await.unwrap();
+        let sent = call.stats().await.unwrap().b.unwrap().rtp_packets_out;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(call.stats().await.unwrap().b.unwrap().rtp_packets_out, sent, "frames sent after the stop");
+        // A's packet, then every frame sent before the stop, and nothing more.
+        while 1 + frame < sent as usize {
+            let next = listen(&phone_b, Duration::from_secs(1)).await.expect("a frame sent never came");
+            assert_next_frame(&last, &next);
+            assert_eq!(next.payload, expected_frame(&prompt, PCMU, frame), "frame {frame}");
+            (last, frame) = (next, frame + 1);
+        }
+        assert!(listen(&phone_b, Duration::from_millis(100)).await.is_none(), "more than was sent");
+
+        // Off hold, A is heard again, still on the same stream.
+        call.set_mode(Mode::Bridge).await.unwrap();
+        let len = write_packet(&mut packet, 0, false, 8, 8 * 160, 0xa, &[0xff; 160]).unwrap();
+        phone_a.send_to(&packet[..len], a_sdp).await.unwrap();
+        let after = listen(&phone_b, Duration::from_secs(1)).await.expect("A's packet never reached B");
+        assert_eq!((after.seq, after.ssrc, after.marker), (last.seq.wrapping_add(1), 0xa, true));
+        let stats = call.stop().await.unwrap().b.unwrap();
+        assert_eq!((stats.rtp_packets_out, stats.send_errors), (sent + 1, 0));
+    }
+
+    /// A prompt to an echo line in A-law, the leg's only G.711; what the caller
+    /// says meanwhile is not echoed over it. Legs that cannot play are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prompt_replaces_the_echo_in_pcma_and_impossible_plays_are_refused() {
+        let relay = relay(31110, 31119, Duration::from_secs(30));
+        let leg = relay.allocate_leg(true).unwrap();
+        let local = leg.local_rtp();
+        let caller = async_phone().await;
+        let call = relay.echo(leg, params(Some(caller.local_addr().unwrap()), &[(8, Codec::Pcma), (101, TE)]));
+        let prompt = test_prompt();
+        call.play(Leg::A, Some(Arc::clone(&prompt))).await.unwrap();
+        let mut packet = [0u8; 172];
+        let mut last: Option<Heard> = None;
+        for frame in 0..15 {
+            if frame % 5 == 0 {
+                // The caller talks; its echo would be A-law silence (0xd5).
+                let len = write_packet(&mut packet, 8, false, frame, 0, 0xc, &[0xd5; 160]).unwrap();
+                caller.send_to(&packet[..len], local).await.unwrap();
+            }
+            let next = listen(&caller, Duration::from_secs(1)).await.expect("no prompt frame within a second");
+            assert_eq!(next.pt, 8);
+            assert_eq!(next.payload, expected_frame(&prompt, Codec::Pcma, usize::from(frame)), "frame {frame}");
+            match &last {
+                Some(last) => assert_next_frame(last, &next),
+                None => assert!(next.marker),
+            }
+            last = Some(next);
+        }
+        assert!(matches!(call.play(Leg::B, Some(Arc::clone(&prompt))).await, Err(MediaError::NoSuchLeg { .. })));
+        call.play(Leg::A, None).await.unwrap();
+        assert_eq!(call.stats().await.unwrap().a.dropped_by_mode, 3);
+
+        let g729_only = relay.echo(relay.allocate_leg(true).unwrap(), params(None, &[(18, Codec::G729)]));
+        let error = g729_only.play(Leg::A, Some(prompt)).await.unwrap_err();
+        assert!(matches!(error, MediaError::NoG711 { leg: Leg::A }));
+        assert_eq!(error.to_string(), "leg A negotiated neither PCMU nor PCMA: a prompt cannot be played to it");
+        g729_only.stop().await.unwrap();
+        call.stop().await.unwrap();
+    }
+
+    /// Playing allocates nothing per frame, in the driver or in the session: the
+    /// call's task runs on this thread, whose allocations the test allocator counts.
+    #[tokio::test(flavor = "current_thread")]
+    async fn playing_allocates_nothing() {
+        let relay = relay(31120, 31129, Duration::from_secs(30));
+        let leg = relay.allocate_leg(true).unwrap();
+        let caller = async_phone().await;
+        let call = relay.echo(leg, params(Some(caller.local_addr().unwrap()), &[(0, PCMU)]));
+        call.play(Leg::A, Some(test_prompt())).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let mut receive = async || {
+            tokio::time::timeout(Duration::from_secs(1), caller.recv(&mut buf)).await.expect("no frame").unwrap()
+        };
+        // Warm up: the first frames, the timer armed.
+        for _ in 0..3 {
+            receive().await;
+        }
+        let before = crate::test_alloc::allocations_on_this_thread();
+        for _ in 0..25 {
+            assert_eq!(receive().await, 172);
+        }
+        assert_eq!(crate::test_alloc::allocations_on_this_thread() - before, 0);
+        call.stop().await.unwrap();
     }
 }

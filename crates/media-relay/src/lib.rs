@@ -6,17 +6,23 @@
 //! - [`session`]: the sans-IO relay state of one call: symmetric latching,
 //!   payload-type mapping, stream continuity, modes, inactivity, counters. Its
 //!   module docs state the latching and continuity rules.
+//! - [`g711`]: μ-law and A-law encoding and decoding.
+//! - [`prompt`]: audio to play (music on hold, prompts), loaded from WAV files
+//!   and held G.711-encoded.
 //! - the driver ([`MediaRelay`], [`LegHandle`], [`CallMedia`]): tokio sockets and
-//!   one task per call.
+//!   one task per call, prompt playback included.
 
 mod driver;
 mod error;
+pub mod g711;
 pub mod ports;
+pub mod prompt;
 pub mod rtp;
 pub mod session;
 
 pub use driver::{BridgeParams, CallMedia, CallStats, LegHandle, MediaRelay, PortUsage, RelayConfig};
 pub use error::MediaError;
+pub use prompt::{Prompt, PromptError};
 pub use session::{
     Channel, Codec, Forward, Leg, LegParams, LegSetup, LegStats, MediaEvent, MediaSession, Mode, PayloadMap,
     SessionConfig,

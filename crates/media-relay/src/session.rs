@@ -49,6 +49,17 @@
 //!   so it must not receive; the held leg hears music on hold, which the driver
 //!   sends with [`MediaSession::inject`]. RTCP still flows between the legs.
 //!
+//! # Injected media
+//!
+//! [`MediaSession::inject`] sends media the switch generates (a prompt, music
+//! on hold) to a leg, continuing that leg's stream. In `Hold` nothing else is
+//! sent to the held leg. In any other mode relayed packets would interleave
+//! with the injected ones, every packet a switch-over, and the phone would
+//! play both by turns; so while a leg is marked with
+//! [`MediaSession::set_injecting`], relayed RTP for it is dropped (counted in
+//! the sender's `dropped_by_mode`) and it hears only what is injected. The
+//! other direction is untouched: a leg hearing a prompt is still heard.
+//!
 //! # Inactivity
 //!
 //! A leg is expected to send RTP in `Bridge` (both legs) and `Echo` (leg A); in
@@ -305,7 +316,8 @@ pub struct LegStats {
     pub dropped_unknown_pt: u64,
     /// Not RTP/RTCP, truncated, oversized, or a short telephone-event.
     pub dropped_malformed: u64,
-    /// Accepted but not forwarded in this mode (hold; leg B during echo).
+    /// Accepted but not forwarded in this mode (hold; leg B during echo), or
+    /// because the leg it was for is hearing injected media.
     pub dropped_by_mode: u64,
     /// Nowhere to send it: the other leg has no hint and has not latched.
     pub dropped_no_destination: u64,
@@ -471,6 +483,8 @@ struct LegState {
     out: OutStream,
     /// When this leg's RTP became expected; `None` while it is not.
     expected_since: Option<Instant>,
+    /// Fed by injected media only (see the module docs).
+    injecting: bool,
     last_rtp_at: Option<Instant>,
     inactive_reported: bool,
     stats: LegStats,
@@ -485,6 +499,7 @@ impl LegState {
             rtcp: Latch::default(),
             out: OutStream::default(),
             expected_since,
+            injecting: false,
             last_rtp_at: None,
             inactive_reported: false,
             stats: LegStats::default(),
@@ -625,6 +640,9 @@ impl MediaSession {
         let Some(dest) = self.legs[dest_leg.index()].as_mut() else {
             return self.count_drop(leg, |s| &mut s.dropped_by_mode);
         };
+        if dest.injecting {
+            return self.count_drop(leg, |s| &mut s.dropped_by_mode);
+        }
         let Some(to) = dest.rtp_destination() else {
             return self.count_drop(leg, |s| &mut s.dropped_no_destination);
         };
@@ -679,7 +697,8 @@ impl MediaSession {
     /// Media the switch generates for `to` (music on hold, prompts): an RTP
     /// packet with a payload type of `to`'s map and its own SSRC, sequence and
     /// timestamp, which are rewritten to continue `to`'s stream. Meant for when
-    /// nothing else feeds `to` (hold): mixed with relayed packets, every change
+    /// nothing else feeds `to` (hold, or a leg marked with
+    /// [`MediaSession::set_injecting`]): mixed with relayed packets, every change
     /// of source would be a switch-over.
     pub fn inject(&mut self, to: Leg, buf: &mut [u8], now: Instant) -> Option<Forward> {
         let dest = self.legs[to.index()].as_mut()?;
@@ -693,6 +712,19 @@ impl MediaSession {
         dest.stats.rtp_packets_out += 1;
         dest.stats.rtp_bytes_out += buf.len() as u64;
         Some(Forward { leg: to, to: addr, channel: Channel::Rtp })
+    }
+
+    /// Marks `leg` as fed by injected media only, or no longer (module docs).
+    /// Its stream stays continuous either way.
+    pub fn set_injecting(&mut self, leg: Leg, injecting: bool) -> Result<(), MediaError> {
+        let state = self.legs[leg.index()].as_mut().ok_or(MediaError::NoSuchLeg { leg })?;
+        state.injecting = injecting;
+        Ok(())
+    }
+
+    /// The payload types `leg` negotiated; `None` if the call has no such leg.
+    pub fn payloads(&self, leg: Leg) -> Option<&PayloadMap> {
+        Some(&self.legs[leg.index()].as_ref()?.params.payloads)
     }
 
     /// A re-INVITE: new remote hint and payload types for `leg`. The streams the
@@ -1119,6 +1151,35 @@ mod tests {
         let mut buf = rtp(0, 12, 1920, 0xa);
         s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0 + ms(60)).unwrap();
         assert_eq!(header(&buf), (0, true, 12, 1920 + 160, 0xa), "after the music, A's stream again");
+    }
+
+    #[test]
+    fn a_leg_fed_by_injection_hears_nothing_else() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 10, 1600, 0xa), t0).unwrap();
+        s.set_injecting(Leg::B, true).unwrap();
+        // A prompt plays to B in a bridged call: A's audio for B is dropped.
+        let mut prompt = rtp(8, 300, 48000, 0x5555);
+        assert_eq!(s.inject(Leg::B, &mut prompt, t0 + ms(20)).unwrap().to, addr(PHONE_B));
+        assert_eq!(header(&prompt), (8, true, 11, 1600 + 160, 0xa), "B's stream continues");
+        assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 11, 1760, 0xa), t0 + ms(20)), None);
+        let mut prompt = rtp(8, 301, 48160, 0x5555);
+        s.inject(Leg::B, &mut prompt, t0 + ms(40)).unwrap();
+        assert_eq!(header(&prompt), (8, false, 12, 1600 + 320, 0xa), "one stream, no switch-over");
+        // B is still heard.
+        assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 0xb), t0 + ms(40)).unwrap().leg, Leg::A);
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_by_mode, 1);
+        assert_eq!(s.stats(Leg::B).unwrap().stream_changes, 1);
+        // The prompt stops: A's audio again, continuing the stream.
+        s.set_injecting(Leg::B, false).unwrap();
+        let mut buf = rtp(0, 12, 1920, 0xa);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut buf, t0 + ms(60)).unwrap();
+        assert_eq!(header(&buf), (0, true, 13, 1600 + 480, 0xa));
+        assert_eq!(s.payloads(Leg::B).unwrap().payload_type(PCMU), Some(0));
+        let mut echo = MediaSession::echo(config(), setup(None, &[(0, PCMU)]), t0);
+        assert!(matches!(echo.set_injecting(Leg::B, true), Err(MediaError::NoSuchLeg { leg: Leg::B })));
+        assert!(echo.payloads(Leg::B).is_none());
     }
 
     #[test]
