@@ -62,6 +62,7 @@ pub struct SipCore {
     stats: CoreStats,
     /// The media relay; without one, destinations that need media answer 503.
     media: Option<MediaRelay>,
+    music_on_hold: Option<std::sync::Arc<media_relay::Prompt>>,
     calls: HashMap<CallKey, Call>,
     next_call: CallKey,
     /// Every dialog of every call (caller's and callee's side), for in-dialog requests.
@@ -105,6 +106,7 @@ impl SipCore {
             next_sweep: now + EXPIRY_SWEEP,
             stats: CoreStats::default(),
             media: None,
+            music_on_hold: None,
             calls: HashMap::new(),
             next_call: 0,
             call_dialogs: HashMap::new(),
@@ -121,6 +123,12 @@ impl SipCore {
     /// Media through this relay (needs a tokio runtime when calls are answered).
     pub fn with_media(mut self, relay: MediaRelay) -> Self {
         self.media = Some(relay);
+        self
+    }
+
+    /// Played to a party on hold.
+    pub fn with_music_on_hold(mut self, prompt: std::sync::Arc<media_relay::Prompt>) -> Self {
+        self.music_on_hold = Some(prompt);
         self
     }
 

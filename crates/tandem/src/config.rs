@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialog_layer::auth::{Algorithm, DigestConfig};
@@ -18,7 +19,7 @@ use sip_transport::Transport;
 use sip_transport::driver::ListenerSpec;
 use switch::dialplan::{DialPlan, Destination, NumberMatch, Rule, Template};
 use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};
-use media_relay::RelayConfig;
+use media_relay::{Prompt, RelayConfig};
 use toml::Spanned;
 
 /// A configuration error, already worded for the operator.
@@ -41,6 +42,8 @@ pub struct Config {
     /// Endpoints still using their demo password (`demo<ext>`).
     pub demo_endpoints: Vec<String>,
     pub media: RelayConfig,
+    /// Played to a held party; `None` when there is none.
+    pub music_on_hold: Option<Arc<Prompt>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,6 +70,8 @@ struct Media {
     port_min: Spanned<u64>,
     port_max: Spanned<u64>,
     rtp_timeout_s: Spanned<u64>,
+    /// Empty: no music on hold.
+    music_on_hold: Option<Spanned<String>>,
 }
 
 impl Default for Media {
@@ -77,6 +82,7 @@ impl Default for Media {
             port_min: unspanned(20000),
             port_max: unspanned(29999),
             rtp_timeout_s: unspanned(60),
+            music_on_hold: None,
         }
     }
 }
@@ -443,6 +449,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         rtp_timeout: secs(src.range(&m.rtp_timeout_s, "media.rtp_timeout_s", 5, 3600)?),
         ..RelayConfig::default()
     };
+    // Paths are relative to the working directory, like data_dir. The default
+    // file may be absent (a binary installed without sounds); a named one may not.
+    let music_on_hold = match &m.music_on_hold {
+        None => Prompt::load(DEFAULT_MUSIC_ON_HOLD).ok().map(Arc::new),
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) => Some(Arc::new(Prompt::load(p.get_ref()).map_err(|e| src.err(p, "media.music_on_hold", e.to_string()))?)),
+    };
 
     let dialplan = DialPlan {
         internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &endpoints, &trunks)?,
@@ -476,8 +489,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         },
         demo_endpoints,
         media,
+        music_on_hold,
     })
 }
+
+/// Music on hold when `media.music_on_hold` is not set.
+const DEFAULT_MUSIC_ON_HOLD: &str = "sounds/moh.wav";
 
 /// Ring timeout of a rule that names none.
 const DEFAULT_RING_TIMEOUT_S: u64 = 30;
@@ -577,6 +594,8 @@ mod tests {
         assert!(e.contains("profiles.external.udp: 127.0.0.1:5060 is already used by the internal UDP listener"), "{e}");
         assert_eq!(err("[media]\nport_min = 30000\nport_max = 20000\n"), "t.toml:3: media.port_max: must be between 30001 and 65535 (got 20000)");
         assert_eq!(err("[media]\nadvertise = \"0.0.0.0\"\n"), "t.toml:2: media.advertise: must be an address phones can send to, not 0.0.0.0 or ::");
+        let e = err("[media]\nmusic_on_hold = \"nowhere.wav\"\n");
+        assert!(e.starts_with("t.toml:2: media.music_on_hold: ") && e.contains("nowhere.wav"), "{e}");
         assert_eq!(err("[log]\nformat = \"xml\"\n"), "t.toml:2: log.format: must be \"text\" or \"json\" (got \"xml\")");
     }
 

@@ -114,6 +114,13 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     info!(path = %cdr_path.display(), "CDRs are appended here");
 
     let mut core = SipCore::new(cfg.core, Instant::now()).with_media(relay).with_cdr(cdr);
+    match cfg.music_on_hold {
+        Some(moh) => {
+            info!(prompt = moh.name(), seconds = moh.duration().as_secs(), "music on hold loaded");
+            core = core.with_music_on_hold(moh);
+        }
+        None => warn!("no music on hold: held parties hear silence"),
+    }
     let Some(mut media_reports) = core.take_media_reports() else {
         return Err("media reports already taken".into());
     };

@@ -1247,6 +1247,14 @@ impl SipCore {
                 control.send(MediaCommand::UpdateLeg(to.leg(), p));
             }
             control.send(MediaCommand::SetMode(mode));
+            // Music for the held side; off again for both on resume.
+            match mode {
+                Mode::Hold { held } => control.send(MediaCommand::Play(held, self.music_on_hold.clone())),
+                _ => {
+                    control.send(MediaCommand::Play(Leg::A, None));
+                    control.send(MediaCommand::Play(Leg::B, None));
+                }
+            }
         }
         info!(call_id = %call.caller.dialog.id.call_id, from = ?from, mode = ?mode, "offer relayed and answered");
         out.extend(self.answer_party(&relayed.msg, relayed.tx, relayed.remote, key, from, &sdp, now));
