@@ -16,7 +16,7 @@ use dialog_layer::auth::{AuthOutcome, DigestAuthenticator};
 use dialog_layer::guard::{AuthGuard, GuardDecision};
 use dialog_layer::registrar::{InMemoryLocation, LocationService, RegisterOutcome, Registrar};
 use dialog_layer::transaction::{
-    BRANCH_PREFIX, RequestOutcome, ResponseOutcome, ServerTxId, TransactionLayer, Transmit, TxEvent,
+    BRANCH_PREFIX, ClientTxId, RequestOutcome, ResponseOutcome, ServerTxId, TransactionLayer, Transmit, TxEvent,
 };
 use sip_transport::header::{NameAddr, Uri, Via};
 use sip_transport::transport::response_target;
@@ -37,6 +37,7 @@ use crate::echo::{EchoCall, MediaReport, spawn_media_task};
 use crate::sdp::{Direction, LocalSession, SdpSession, negotiate};
 use crate::settings::{CoreSettings, Profile};
 use crate::stats::CoreStats;
+use crate::trunk_registration::{TrunkIndex, TrunkRegistrations};
 
 /// Methods the switch accepts (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
@@ -68,6 +69,9 @@ pub struct SipCore {
     media_reports: mpsc::UnboundedSender<MediaReport>,
     media_reports_rx: Option<mpsc::UnboundedReceiver<MediaReport>>,
     cdr: Option<CdrSink>,
+    /// Our registrations with carriers, and which trunk each REGISTER transaction is for.
+    trunk_registrations: TrunkRegistrations,
+    trunk_register_txs: HashMap<ClientTxId, TrunkIndex>,
 }
 
 /// The parts of a validated request the checks below need.
@@ -85,6 +89,7 @@ impl SipCore {
         let auth = DigestAuthenticator::new(settings.digest.clone(), now);
         let guard = AuthGuard::new(settings.guard.clone());
         let (media_reports, media_reports_rx) = mpsc::unbounded_channel();
+        let trunk_registrations = TrunkRegistrations::new(&settings, now);
         SipCore {
             settings,
             transactions,
@@ -101,6 +106,8 @@ impl SipCore {
             media_reports,
             media_reports_rx: Some(media_reports_rx),
             cdr: None,
+            trunk_registrations,
+            trunk_register_txs: HashMap::new(),
         }
     }
 
@@ -133,6 +140,11 @@ impl SipCore {
         &self.settings
     }
 
+    /// Each registering trunk's state with its carrier.
+    pub fn trunk_registrations(&self) -> &TrunkRegistrations {
+        &self.trunk_registrations
+    }
+
     pub fn location(&self) -> &InMemoryLocation {
         self.registrar.location()
     }
@@ -162,6 +174,9 @@ impl SipCore {
         for p in self.pending_answers.values() {
             t = t.min(p.poll_timeout());
         }
+        if let Some(r) = self.trunk_registrations.poll_timeout() {
+            t = t.min(r);
+        }
         Some(t)
     }
 
@@ -170,7 +185,10 @@ impl SipCore {
         for ev in self.transactions.handle_timeout(now) {
             match ev {
                 TxEvent::Transmit(t) => out.push(t),
-                TxEvent::ClientTimeout(id) => debug!(?id, "client transaction timed out"),
+                TxEvent::ClientTimeout(id) => match self.trunk_register_txs.remove(&id) {
+                    Some(trunk) => self.trunk_registrations.on_timeout(trunk, now),
+                    None => debug!(?id, "client transaction timed out"),
+                },
                 TxEvent::ServerAckTimeout(id) => debug!(?id, "no ACK for final response"),
             }
         }
@@ -180,6 +198,9 @@ impl SipCore {
             }
             let (tx, data) = entry.remove();
             out.extend(self.transactions.respond(tx, data, now));
+        }
+        for (trunk, register, target) in self.trunk_registrations.handle_timeout(now) {
+            out.extend(self.send_trunk_register(trunk, register, target, now));
         }
         let due: Vec<DialogId> =
             self.pending_answers.iter().filter(|(_, p)| p.poll_timeout() <= now).map(|(id, _)| id.clone()).collect();
@@ -238,7 +259,30 @@ impl SipCore {
         if let ResponseOutcome::Stray = outcome {
             debug!(remote = %source.remote, "dropped stray response");
         }
-        ack.into_iter().collect()
+        let mut out: Vec<Transmit> = ack.into_iter().collect();
+        if let ResponseOutcome::Final(id) = outcome
+            && let Some(trunk) = self.trunk_register_txs.remove(&id)
+            && let Some((register, target)) = self.trunk_registrations.on_response(trunk, msg, now)
+        {
+            out.extend(self.send_trunk_register(trunk, register, target, now));
+        }
+        out
+    }
+
+    /// Starts the client transaction of a trunk's REGISTER; a REGISTER that
+    /// cannot go out counts as timed out, so the trunk retries after its backoff.
+    fn send_trunk_register(&mut self, trunk: TrunkIndex, register: Bytes, target: Target, now: Instant) -> Option<Transmit> {
+        match self.transactions.send_request(register, target, now) {
+            Ok((id, t)) => {
+                self.trunk_register_txs.insert(id, trunk);
+                Some(t)
+            }
+            Err(why) => {
+                warn!(why, "could not send a trunk REGISTER");
+                self.trunk_registrations.on_timeout(trunk, now);
+                None
+            }
+        }
     }
 
     fn handle_request(&mut self, msg: &SipMessage, source: Source, now: Instant) -> Vec<Transmit> {
