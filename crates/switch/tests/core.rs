@@ -356,3 +356,52 @@ fn echo_without_a_media_relay_is_503() {
     let mut core = SipCore::new(settings(), t0);
     assert_eq!(call(&mut core, "6000", "echo-2", t0).status(), Some(503), "no media relay");
 }
+
+/// The carrier's answer to one of our REGISTERs, as it arrives.
+fn carrier_answer(req: &SipMessage, status: u16, headers: &[(&str, &str)]) -> Bytes {
+    let mut w = sip_transport::writer::response_to(req, EXTERNAL.parse().unwrap(), status, "Carrier", Some("c1"));
+    for (name, value) in headers {
+        w.header(name, value);
+    }
+    w.finish_empty()
+}
+
+#[test]
+fn a_registering_trunk_goes_through_client_transactions() {
+    use dialog_layer::registration::RegistrationState;
+    use switch::{Credentials, Gateway, TrunkRegister};
+
+    let carrier = "192.0.2.10:5060";
+    let mut s = settings();
+    s.trunks[0].gateway = Some(Gateway { domain: carrier.into(), addr: carrier.parse().unwrap(), transport: Transport::Udp });
+    s.trunks[0].credentials = Some(Credentials { username: "acct77".into(), password: "s3cret".into() });
+    s.trunks[0].register =
+        Some(TrunkRegister { user: "4420001".into(), expires: 600, retry_min: Duration::from_secs(5), retry_max: Duration::from_secs(60) });
+    let t0 = Instant::now();
+    let mut core = SipCore::new(s, t0);
+    assert_eq!(core.poll_timeout(), Some(t0), "the first REGISTER is due at once");
+    let (register, to) = one(core.handle_timeout(t0));
+    assert_eq!(to, carrier.parse().unwrap());
+    assert_eq!(register.first(HeaderName::Contact), Some("<sip:4420001@127.0.0.1:5080>"), "from the external listener");
+
+    // The challenge is answered at once; the 200 makes the trunk registered.
+    let challenge = carrier_answer(&register, 401, &[("WWW-Authenticate", "Digest realm=\"carrier\", nonce=\"n1\", algorithm=MD5")]);
+    let (again, _) = one(core.handle_message(challenge, source(1, carrier), t0));
+    assert!(again.first(HeaderName::Authorization).is_some_and(|a| a.contains("username=\"acct77\"")));
+    assert!(core.handle_message(carrier_answer(&again, 200, &[("Expires", "120")]), source(1, carrier), t0).is_empty());
+    assert_eq!(core.trunk_registrations().state("carrier"), Some(&RegistrationState::Registered { until: t0 + Duration::from_secs(120) }));
+    assert_eq!(core.trunk_registrations().counts(), (1, 0));
+
+    // The refresh (at 90 s) goes unanswered: retransmitted over UDP until timer F fails it.
+    let refresh_at = t0 + Duration::from_secs(90);
+    let mut sent = 0;
+    while let Some(t) = core.poll_timeout().filter(|&t| t <= refresh_at + Duration::from_secs(33)) {
+        sent += core.handle_timeout(t).iter().filter(|m| m.target.remote == carrier.parse().unwrap()).count();
+    }
+    assert!(sent > 3, "the refresh and its retransmissions: {sent}");
+    assert!(matches!(
+        core.trunk_registrations().state("carrier"),
+        Some(RegistrationState::Failed { status: 408, retry_at, .. }) if *retry_at == refresh_at + Duration::from_secs(32 + 5)
+    ));
+    assert_eq!(core.trunk_registrations().counts(), (0, 1));
+}
