@@ -41,7 +41,7 @@ use calls::{Call, ClientRole, Side};
 /// Methods the switch accepts (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE";
 /// Option tags the switch supports (the Supported header); extensions arrive with later features.
-pub const SUPPORTED: &[&str] = &[];
+pub const SUPPORTED: &[&str] = &["timer"];
 /// How often expired registrations are swept (lookups filter them exactly anyway).
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// Retry-After for 503 when the transaction table is full.

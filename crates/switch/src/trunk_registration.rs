@@ -218,6 +218,7 @@ mod tests {
     fn settings(trunks: Vec<TrunkSettings>) -> CoreSettings {
         CoreSettings {
             user_agent: "Tandem-test".into(),
+            session_timer: Default::default(),
             listeners: vec![
                 listener(Profile::Internal, Transport::Udp, "127.0.0.1:5060"),
                 listener(Profile::External, Transport::Udp, "127.0.0.1:5080"),

@@ -79,16 +79,24 @@ fn request_to(out: &[Transmit], to: &str, method: Method) -> Option<SipMessage> 
 
 /// The caller's authenticated INVITE to `number`; returns what the core sent.
 fn dial(core: &mut SipCore, number: &str, call_id: &str, now: Instant) -> Vec<Transmit> {
+    dial_with(core, number, call_id, "", now)
+}
+
+/// As [`dial`], with `extra` header lines in the INVITE.
+fn dial_with(core: &mut SipCore, number: &str, call_id: &str, extra: &str, now: Instant) -> Vec<Transmit> {
     let invite = |branch: &str, cseq: u32, auth: &str| {
         Bytes::from(format!(
             "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch={branch}\r\nMax-Forwards: 70\r\n\
 From: \"Alice\" <sip:1001@127.0.0.1>;tag=caller\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
-Contact: <sip:1001@{CALLER}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{CALLER_SDP}",
+Contact: <sip:1001@{CALLER}>\r\n{extra}{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{CALLER_SDP}",
             CALLER_SDP.len()
         ))
     };
-    let (challenge, _) = one(core.handle_message(invite(&format!("z9hG4bK{call_id}1"), 1, ""), source(0, CALLER), now));
-    assert_eq!(challenge.status(), Some(407));
+    let out = core.handle_message(invite(&format!("z9hG4bK{call_id}1"), 1, ""), source(0, CALLER), now);
+    let (challenge, _) = one(out.clone());
+    if challenge.status() != Some(407) {
+        return out;
+    }
     let ack = format!(
         "ACK sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{call_id}1\r\nMax-Forwards: 70\r\n\
 From: \"Alice\" <sip:1001@127.0.0.1>;tag=caller\r\nTo: <sip:{number}@127.0.0.1>;tag={}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n\
@@ -421,4 +429,106 @@ async fn a_trunk_challenge_is_answered_with_the_trunks_credentials() {
     w.header("Proxy-Authenticate", "Digest realm=\"carrier\", nonce=\"def\"");
     let out = core.handle_message(w.finish_empty(), source(1, CARRIER), t0);
     assert_eq!(status_to(&out, CALLER), vec![480]);
+}
+
+/// Runs the core's timers up to `until`, returning everything sent.
+fn run_until(core: &mut SipCore, until: Instant) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    while let Some(t) = core.poll_timeout().filter(|&t| t <= until) {
+        out.extend(core.handle_timeout(t));
+    }
+    out
+}
+
+/// As [`run_until`], with the caller answering our session refreshes.
+fn run_answering_caller(core: &mut SipCore, until: Instant) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    while let Some(t) = core.poll_timeout().filter(|&t| t <= until) {
+        let sent = core.handle_timeout(t);
+        for refresh in sent_to(&sent, CALLER).iter().filter(|m| m.method() == Some(&Method::Invite)) {
+            let ok = answer(refresh, CALLER, 200, "caller", Some(CALLER_SDP));
+            out.extend(core.handle_message(ok, src(CALLER), t));
+        }
+        out.extend(sent);
+    }
+    out
+}
+
+#[tokio::test]
+async fn session_timers_are_agreed_on_both_sides_and_a_missing_refresh_ends_the_call() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    register_phones(&core, &[PHONE_A], t0);
+    // Too short an interval is refused with our minimum.
+    let out = dial_with(&mut core, "1002", "short", "Supported: timer\r\nSession-Expires: 30\r\n", t0);
+    let refused = sent_to(&out, CALLER);
+    assert_eq!(refused[0].status(), Some(422));
+    assert_eq!(refused[0].other_header_values("Min-SE").next(), Some("90"));
+
+    let out = dial_with(&mut core, "1002", "timer", "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n", t0);
+    let invite = request_to(&out, PHONE_A, Method::Invite).unwrap();
+    assert_eq!(invite.other_header_values("Session-Expires").next(), Some("1800"), "we ask the callee for ours");
+    assert!(invite.first(HeaderName::Supported).is_some_and(|s| s.contains("timer")));
+    // The callee's 2xx names no timer: we refresh that side ourselves.
+    let out = core.handle_message(answer(&invite, PHONE_A, 200, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
+    assert_eq!(ok.other_header_values("Session-Expires").next(), Some("120;refresher=uac"));
+    assert_eq!(ok.first(HeaderName::Require), Some("timer"));
+    core.handle_message(caller_request(&ok, "ACK", 2, None), src(CALLER), t0);
+
+    // The caller refreshes at 60 s with an UPDATE: answered here, without SDP.
+    let t60 = t0 + Duration::from_secs(60);
+    assert!(run_until(&mut core, t60).iter().all(|t| !parse(t).is_request()), "no request before the refresh is due");
+    let out = core.handle_message(caller_request(&ok, "UPDATE", 3, None), src(CALLER), t60);
+    let refreshed = sent_to(&out, CALLER);
+    assert_eq!(refreshed[0].status(), Some(200));
+    assert!(refreshed[0].body().is_empty());
+    assert!(sent_to(&out, PHONE_A).is_empty(), "a refresh is not relayed");
+    // Then nothing: the session expires 120 - 32 s after that refresh; both sides get BYE.
+    assert!(run_until(&mut core, t60 + Duration::from_secs(87)).iter().all(|t| parse(t).method() != Some(&Method::Bye)));
+    let out = run_until(&mut core, t60 + Duration::from_secs(88));
+    assert!(request_to(&out, CALLER, Method::Bye).is_some() && request_to(&out, PHONE_A, Method::Bye).is_some());
+    assert_eq!(core.call_count(), 0);
+}
+
+#[tokio::test]
+async fn we_refresh_the_callee_and_end_the_call_when_the_refresh_fails() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    register_phones(&core, &[PHONE_A], t0);
+    let out = dial(&mut core, "1002", "refresh", t0);
+    let first = request_to(&out, PHONE_A, Method::Invite).unwrap();
+    // The phone wants at least an hour (422): the INVITE goes again asking for that.
+    let mut w = response_to(&first, PHONE_A.parse().unwrap(), 422, "Session Interval Too Small", Some("ta"));
+    w.header("Min-SE", "3600");
+    let out = core.handle_message(w.finish_empty(), src(PHONE_A), t0);
+    let invite = request_to(&out, PHONE_A, Method::Invite).expect("sent again");
+    assert_eq!(invite.other_header_values("Session-Expires").next(), Some("3600"));
+    assert_eq!(invite.cseq().unwrap().seq, 2);
+    let mut w = response_to(&invite, PHONE_A.parse().unwrap(), 200, "OK", Some("ta"));
+    w.header("Contact", format_args!("<sip:1002@{PHONE_A}>"));
+    w.header("Session-Expires", "3600;refresher=uac");
+    w.header("Require", "timer");
+    let callee_answer = callee_sdp(1, "sendrecv");
+    let out = core.handle_message(w.finish(Some("application/sdp"), callee_answer.as_bytes()), src(PHONE_A), t0);
+    let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
+    core.handle_message(caller_request(&ok, "ACK", 2, None), src(CALLER), t0);
+
+    // At half the interval we refresh the callee with the same SDP (same o= version).
+    // The caller, which did not offer timers, is refreshed by us every 900 s.
+    let out = run_answering_caller(&mut core, t0 + Duration::from_secs(1800));
+    let refresh = request_to(&out, PHONE_A, Method::Invite).expect("our refresh");
+    assert_eq!(refresh.other_header_values("Session-Expires").next(), Some("3600;refresher=uac"));
+    assert!(body(&invite).contains("o=tandem") && body(&refresh).lines().nth(1) == body(&invite).lines().nth(1), "unchanged SDP");
+    let caller_refreshes = sent_to(&out, CALLER).iter().filter(|m| m.method() == Some(&Method::Invite)).count();
+    assert_eq!(caller_refreshes, 2, "at 900 s and 1800 s");
+    let t1 = t0 + Duration::from_secs(1800);
+    let out = core.handle_message(answer(&refresh, PHONE_A, 200, "ta", Some(&callee_answer)), src(PHONE_A), t1);
+    assert!(request_to(&out, PHONE_A, Method::Ack).is_some());
+    // The next refresh is refused (the phone lost the dialog): the call ends.
+    let out = run_answering_caller(&mut core, t1 + Duration::from_secs(1800));
+    let refresh = request_to(&out, PHONE_A, Method::Invite).expect("the next refresh");
+    let out = core.handle_message(answer(&refresh, PHONE_A, 481, "ta", None), src(PHONE_A), t1 + Duration::from_secs(1800));
+    assert!(request_to(&out, CALLER, Method::Bye).is_some(), "the caller is hung up");
+    assert_eq!(core.call_count(), 0);
 }

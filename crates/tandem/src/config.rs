@@ -13,6 +13,7 @@ use std::time::Duration;
 use dialog_layer::auth::{Algorithm, DigestConfig};
 use dialog_layer::guard::GuardConfig;
 use dialog_layer::registrar::RegistrarConfig;
+use dialog_layer::session_timer::SessionTimerConfig;
 use dialog_layer::transaction::TimerConfig;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -146,6 +147,8 @@ struct Sip {
     t2_ms: Spanned<u64>,
     t4_ms: Spanned<u64>,
     max_transactions: Spanned<u64>,
+    session_expires_s: Spanned<u64>,
+    min_se_s: Spanned<u64>,
 }
 
 impl Default for Sip {
@@ -158,6 +161,8 @@ impl Default for Sip {
             t2_ms: unspanned(4000),
             t4_ms: unspanned(5000),
             max_transactions: unspanned(1_000_000),
+            session_expires_s: unspanned(1800),
+            min_se_s: unspanned(90),
         }
     }
 }
@@ -336,6 +341,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let t2 = src.range(&sip.t2_ms, "sip.t2_ms", t1, 600_000)?;
     let t4 = src.range(&sip.t4_ms, "sip.t4_ms", 1, 600_000)?;
     let max_transactions = src.range(&sip.max_transactions, "sip.max_transactions", 1, 100_000_000)? as usize;
+    // RFC 4028 §5: Min-SE is at least 90 s.
+    let min_se = src.range(&sip.min_se_s, "sip.min_se_s", 90, 86_400)?;
+    let session_expires = src.range(&sip.session_expires_s, "sip.session_expires_s", min_se, 86_400)?;
     if sip.realm.is_empty() || sip.realm.contains(['"', '\\', '\r', '\n']) {
         return Err(ConfigError(format!("{}: sip.realm: must be non-empty, without quotes, backslashes or line breaks", path.display())));
     }
@@ -481,6 +489,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         listeners,
         core: CoreSettings {
             user_agent: sip.user_agent.clone(),
+            session_timer: SessionTimerConfig { session_expires: session_expires as u32, min_se: min_se as u32 },
             listeners: infos,
             endpoints,
             trunks,

@@ -16,13 +16,14 @@ use bytes::Bytes;
 use dialog_layer::auth::answer_challenge;
 use dialog_layer::dialog::{Dialog, DialogId, PendingAnswer, new_call_id, new_tag};
 use dialog_layer::registrar::LocationService;
+use dialog_layer::session_timer::{Refresher, SessionTimer, UasTimer, agreed_as_uac, negotiate_as_uas};
 use dialog_layer::transaction::{ClientTxId, ServerTxId, Transmit, cancel_request, new_branch};
 use media_relay::{BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, Mode, PayloadMap};
 use sip_transport::writer::response_to;
 use sip_transport::{HeaderName, MessageWriter, Method, SipMessage, Target, Transport};
 use tracing::{debug, info, warn};
 
-use super::{ALLOW, Req, SipCore, caller_of, dialled_number, to_tag};
+use super::{ALLOW, Req, SUPPORTED, SipCore, caller_of, dialled_number, to_tag};
 use crate::cdr::{Cdr, Disposition, HangupBy};
 use crate::dialplan::Route;
 use crate::media::{CallKey, MediaCommand, MediaControl, spawn_media_task};
@@ -30,6 +31,9 @@ use crate::sdp::{
     AudioAgreement, AudioParams, Direction, LocalSession, SdpSession, answer_direction, negotiate, read_answer,
 };
 use crate::settings::{Credentials, Profile};
+
+/// How long to wait before trying our session refresh again after a 491.
+const RETRY_AFTER_GLARE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The two sides of a call, and the relay leg of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +65,8 @@ pub(crate) enum ClientRole {
     Fork(CallKey, usize),
     /// A re-INVITE or UPDATE relayed to this side.
     Offer(CallKey, Side),
+    /// Our session refresh (RFC 4028) to this side.
+    Refresh(CallKey, Side),
 }
 
 /// One side of an established call.
@@ -79,6 +85,20 @@ pub(crate) struct Party {
     /// Our last ACK for a 2xx on this side (CSeq, message), sent again when the
     /// 2xx is retransmitted.
     ack: Option<(u32, Bytes)>,
+    /// RFC 4028 on this side: the agreed interval, who refreshes, and when our
+    /// refresh is due (we refresh) or by when the peer's must have come.
+    timer: Option<SessionTimer>,
+    we_refresh: bool,
+    timer_due: Option<Instant>,
+}
+
+impl Party {
+    /// A refresh happened (either way): the session runs for another interval.
+    fn touch_timer(&mut self, now: Instant) {
+        if let Some(t) = &self.timer {
+            self.timer_due = Some(now + if self.we_refresh { t.refresh_after() } else { t.expire_after() });
+        }
+    }
 }
 
 /// The caller's INVITE until it has its final response.
@@ -100,6 +120,11 @@ struct OutboundInvite {
     via: String,
     max_forwards: u8,
     body: Bytes,
+    /// RFC 4028: what we ask for (raised by a 422).
+    session_expires: u32,
+    min_se: u32,
+    /// Our answer to a trunk's challenge (header name, value).
+    authorization: Option<(&'static str, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +149,8 @@ struct Fork {
     /// For a trunk: our answer to its challenge, given once.
     credentials: Option<Credentials>,
     challenged: bool,
+    /// A 422 (session interval too small) is followed once.
+    raised_interval: bool,
     /// Final status, for choosing what the caller gets.
     status: Option<u16>,
 }
@@ -170,7 +197,11 @@ pub(crate) struct Call {
     callee_agreed: Option<(AudioAgreement, SocketAddr)>,
     media: Option<Media>,
     relayed: Option<RelayedOffer>,
+    /// The ring timeout, or the end of the clean-up wait.
     deadline: Option<Instant>,
+    /// The time this call is in `call_deadlines` for: the earliest of
+    /// `deadline` and the parties' session timers.
+    armed: Option<Instant>,
     record: Record,
 }
 
@@ -209,13 +240,13 @@ impl SipCore {
     }
 
     /// The checks an offer must pass before anything is allocated: the caller's
-    /// SDP negotiated, and a relay present.
+    /// SDP negotiated, its session timer (RFC 4028) agreed, and a relay present.
     fn caller_offer(
         &mut self,
         req: &Req<'_>,
         tx: ServerTxId,
         now: Instant,
-    ) -> Result<(SdpSession, AudioAgreement), Vec<Transmit>> {
+    ) -> Result<(SdpSession, AudioAgreement, SessionTimer), Vec<Transmit>> {
         if self.media.is_none() {
             return Err(self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now));
         }
@@ -227,9 +258,17 @@ impl SipCore {
             Ok(o) => o,
             Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
         };
-        match negotiate(&offer, Direction::SendRecv) {
-            Ok(agreed) => Ok((offer, agreed)),
-            Err(e) => Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+        let agreed = match negotiate(&offer, Direction::SendRecv) {
+            Ok(agreed) => agreed,
+            Err(e) => return Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+        };
+        match negotiate_as_uas(req.msg, &self.settings.session_timer) {
+            Ok(UasTimer::Use(timer)) => Ok((offer, agreed, timer)),
+            Ok(UasTimer::TooSmall { min_se }) => {
+                let min_se = min_se.to_string();
+                Err(self.reply(req, tx, 422, "Session Interval Too Small", &[("Min-SE", &min_se)], now))
+            }
+            Err(why) => Err(self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now)),
         }
     }
 
@@ -252,6 +291,7 @@ impl SipCore {
         &self,
         req: &Req<'_>,
         agreed: AudioAgreement,
+        timer: SessionTimer,
         local_rtp: SocketAddr,
     ) -> Result<Party, &'static str> {
         let relay_ip = self.media.as_ref().map(|m| m.config().advertise_ip).unwrap_or(local_rtp.ip());
@@ -266,6 +306,9 @@ impl SipCore {
             agreed,
             remote_offer: None,
             ack: None,
+            timer: Some(timer),
+            we_refresh: timer.refresher == Refresher::Uas,
+            timer_due: None,
         })
     }
 
@@ -277,7 +320,7 @@ impl SipCore {
     /// The `echo` destination: negotiate the caller's offer, anchor one media leg
     /// in echo mode, answer 200 with our SDP and keep the call until BYE.
     fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
-        let (offer, agreed) = match self.caller_offer(req, tx, now) {
+        let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
             Ok(o) => o,
             Err(out) => return out,
         };
@@ -292,7 +335,7 @@ impl SipCore {
             Err(out) => return out,
         };
         let local_rtp = leg.local_rtp();
-        let mut caller = match self.caller_party(req, agreed, local_rtp) {
+        let mut caller = match self.caller_party(req, agreed, timer, local_rtp) {
             Ok(p) => p,
             Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
         };
@@ -314,6 +357,7 @@ impl SipCore {
             media: Some(Media::Running(control)),
             relayed: None,
             deadline: None,
+            armed: None,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -324,35 +368,49 @@ impl SipCore {
             },
             caller,
         };
-        let out = self.answer_with_sdp(req.msg, tx, req.source.remote, &call.caller, &answer, now);
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         self.calls.insert(key, call);
-        out
+        self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now)
     }
 
-    /// A 200 with SDP to an INVITE (or re-INVITE) from `party`'s side; an INVITE's
+    /// Our 200 to an INVITE, re-INVITE or UPDATE from `side` (with our SDP, if
+    /// any): with the session timer of that side, which it renews. An INVITE's
     /// 2xx is then resent until its ACK.
-    fn answer_with_sdp(
+    #[allow(clippy::too_many_arguments)]
+    fn answer_in_dialog(
         &mut self,
         msg: &SipMessage,
         tx: ServerTxId,
         remote: SocketAddr,
-        party: &Party,
-        sdp: &str,
+        key: CallKey,
+        side: Side,
+        sdp: Option<&str>,
         now: Instant,
     ) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        party.touch_timer(now);
         let mut w = response_to(msg, remote, 200, "OK", Some(&party.dialog.id.local_tag));
         w.header("Contact", &party.dialog.local_contact);
         w.header("Allow", ALLOW);
+        w.header("Supported", SUPPORTED.join(", "));
+        for (name, value) in party.timer.iter().flat_map(SessionTimer::response_headers) {
+            w.header(name, value);
+        }
         w.header("Server", &self.settings.user_agent);
         self.stats.count_response(200);
-        let data = w.finish(Some("application/sdp"), sdp.as_bytes());
+        let data = match sdp {
+            Some(body) => w.finish(Some("application/sdp"), body.as_bytes()),
+            None => w.finish_empty(),
+        };
+        let dialog = party.dialog.id.clone();
+        self.rearm(key);
         let Some(sent) = self.transactions.respond(tx, data, now) else {
             return Vec::new();
         };
         if msg.method() == Some(&Method::Invite) {
-            self.pending_answers
-                .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+            self.pending_answers.insert(dialog, PendingAnswer::new(sent.clone(), &self.settings.timers, now));
         }
         vec![sent]
     }
@@ -403,7 +461,7 @@ impl SipCore {
                 (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
             }
         };
-        let (offer, agreed) = match self.caller_offer(req, tx, now) {
+        let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
             Ok(o) => o,
             Err(out) => return out,
         };
@@ -416,7 +474,7 @@ impl SipCore {
             Ok(l) => l,
             Err(out) => return out,
         };
-        let mut caller = match self.caller_party(req, agreed, caller_leg.local_rtp()) {
+        let mut caller = match self.caller_party(req, agreed, timer, caller_leg.local_rtp()) {
             Ok(p) => p,
             Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
         };
@@ -468,8 +526,11 @@ impl SipCore {
                 via: our_via(transport, local),
                 max_forwards,
                 body: body.clone(),
+                session_expires: self.settings.session_timer.session_expires,
+                min_se: self.settings.session_timer.min_se,
+                authorization: None,
             };
-            let sent = invite.write(&self.settings.user_agent, None);
+            let sent = invite.write(&self.settings.user_agent);
             match self.transactions.send_request(sent.clone(), target, now) {
                 Ok((cid, t)) => {
                     self.client_txs.insert(cid, ClientRole::Fork(key, forks.len()));
@@ -483,6 +544,7 @@ impl SipCore {
                         cancel: false,
                         credentials,
                         challenged: false,
+                        raised_interval: false,
                         status: None,
                     });
                 }
@@ -505,6 +567,7 @@ impl SipCore {
             media: Some(Media::Allocated(Box::new((caller_leg, callee_leg)))),
             relayed: None,
             deadline: None,
+            armed: None,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -523,41 +586,121 @@ impl SipCore {
     }
 
     fn set_deadline(&mut self, key: CallKey, at: Option<Instant>) {
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.deadline = at;
+        }
+        self.rearm(key);
+    }
+
+    /// Puts the call in `call_deadlines` at its earliest deadline.
+    fn rearm(&mut self, key: CallKey) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        if let Some(old) = call.deadline.take() {
+        if let Some(old) = call.armed.take() {
             self.call_deadlines.remove(&(old, key));
         }
-        call.deadline = at;
-        if let Some(at) = at {
+        let timers = [Some(&call.caller), call.callee.as_ref()].into_iter().flatten().filter_map(|p| p.timer_due);
+        call.armed = call.deadline.into_iter().chain(timers).min();
+        if let Some(at) = call.armed {
             self.call_deadlines.insert((at, key));
         }
     }
 
-    /// A call's deadline passed: the ring timeout, or the end of the clean-up wait.
+    /// A call's deadline passed (the core took it out of `call_deadlines`): the
+    /// ring timeout, the end of the clean-up wait, or a session timer.
     pub(super) fn call_deadline(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
         let Some(call) = self.calls.get_mut(&key) else {
             return Vec::new();
         };
-        call.deadline = None;
-        match call.state {
-            CallState::Ringing => {
-                info!(call_id = %call.caller.dialog.id.call_id, "no answer before the ring timeout");
-                self.fail_caller(
-                    key,
-                    480,
-                    "Temporarily Unavailable (no answer)",
-                    Disposition::NoAnswer,
-                    HangupBy::Switch,
-                    now,
-                )
+        call.armed = None;
+        if call.deadline.is_some_and(|d| d <= now) {
+            call.deadline = None;
+            match call.state {
+                CallState::Ringing => {
+                    info!(call_id = %call.caller.dialog.id.call_id, "no answer before the ring timeout");
+                    return self.fail_caller(
+                        key,
+                        480,
+                        "Temporarily Unavailable (no answer)",
+                        Disposition::NoAnswer,
+                        HangupBy::Switch,
+                        now,
+                    );
+                }
+                CallState::Ending => {
+                    self.remove_call(key);
+                    return Vec::new();
+                }
+                CallState::Answered => {}
             }
-            CallState::Ending => {
-                self.remove_call(key);
+        }
+        let mut out = Vec::new();
+        for side in [Side::Caller, Side::Callee] {
+            let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else { continue };
+            if party.timer_due.is_none_or(|d| d > now) {
+                continue;
+            }
+            party.timer_due = None;
+            if !party.we_refresh {
+                info!(call_id = %party.dialog.id.call_id, side = ?side, "no session refresh before the session expired");
+                out.extend(self.end_call(key, HangupBy::Switch, "session timer expired", now));
+                return out;
+            }
+            out.extend(self.send_refresh(key, side, now));
+        }
+        self.rearm(key);
+        out
+    }
+
+    /// Our session refresh (RFC 4028 §10): a re-INVITE with the SDP we last
+    /// sent on that side, unchanged, so nothing but the timer moves.
+    fn send_refresh(&mut self, key: CallKey, side: Side, now: Instant) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        let interval = party.timer.map_or(self.settings.session_timer.session_expires, |t| t.interval);
+        let sdp = party.sdp.last_sent().map(|s| s.to_string());
+        let session_expires = format!("{interval};refresher=uac");
+        let headers = [("Session-Expires", session_expires.as_str()), ("Supported", "timer"), ("Allow", ALLOW)];
+        let body = sdp.as_deref().map(|b| ("application/sdp", b.as_bytes()));
+        let (request, _) = party.dialog.request(&Method::Invite, &party.via, &headers, body);
+        match self.transactions.send_request(request, party.target, now) {
+            Ok((cid, t)) => {
+                self.client_txs.insert(cid, ClientRole::Refresh(key, side));
+                vec![t]
+            }
+            Err(why) => {
+                warn!(why, "could not send a session refresh");
+                self.end_call(key, HangupBy::Switch, "session refresh failed", now)
+            }
+        }
+    }
+
+    /// The answer to our session refresh: a 2xx renews the session, a 491
+    /// (glare) is retried shortly, anything else ends the call (RFC 4028 §10).
+    fn refresh_response(&mut self, key: CallKey, side: Side, msg: &SipMessage, status: u16, now: Instant) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        match status {
+            100..=199 => Vec::new(),
+            200..=299 => {
+                party.dialog.on_response(msg);
+                let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+                let ack = party.dialog.ack(seq, &party.via, None);
+                party.ack = Some((seq, ack.clone()));
+                party.touch_timer(now);
+                let target = party.target;
+                self.rearm(key);
+                vec![Transmit { target, data: ack }]
+            }
+            491 => {
+                party.timer_due = Some(now + RETRY_AFTER_GLARE);
+                self.rearm(key);
                 Vec::new()
             }
-            CallState::Answered => Vec::new(),
+            _ => self.end_call(key, HangupBy::Switch, &format!("session refresh failed ({status})"), now),
         }
     }
 
@@ -667,6 +810,12 @@ impl SipCore {
             w.header("Contact", &party.dialog.local_contact);
             w.header("Allow", ALLOW);
         }
+        if (200..300).contains(&code) {
+            w.header("Supported", SUPPORTED.join(", "));
+            for (name, value) in party.timer.iter().flat_map(SessionTimer::response_headers) {
+                w.header(name, value);
+            }
+        }
         w.header("Server", &self.settings.user_agent);
         let data = match sdp {
             Some(body) => w.finish(Some("application/sdp"), body.as_bytes()),
@@ -679,6 +828,8 @@ impl SipCore {
         if (200..300).contains(&code) {
             self.pending_answers
                 .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+            call.caller.touch_timer(now);
+            self.rearm(key);
         }
         vec![sent]
     }
@@ -697,6 +848,7 @@ impl SipCore {
         match role {
             ClientRole::Fork(key, i) => self.fork_response(key, i, msg, status, now),
             ClientRole::Offer(key, side) => self.offer_response(key, side, msg, status, now),
+            ClientRole::Refresh(key, side) => self.refresh_response(key, side, msg, status, now),
         }
     }
 
@@ -712,6 +864,7 @@ impl SipCore {
                 out.extend(self.end_call(key, HangupBy::Switch, "re-INVITE timed out", now));
                 out
             }
+            ClientRole::Refresh(key, _) => self.end_call(key, HangupBy::Switch, "session refresh timed out", now),
         }
     }
 
@@ -770,11 +923,12 @@ impl SipCore {
             self.finish_if_forks_done(key, now);
             return out;
         }
-        if matches!(status, 401 | 407)
-            && fork.credentials.is_some()
-            && !fork.challenged
-            && let Some(out) = self.answer_trunk_challenge(key, i, msg, status, now)
-        {
+        let can_answer_challenge = matches!(status, 401 | 407) && fork.credentials.is_some() && !fork.challenged;
+        let can_raise_interval = status == 422 && !fork.raised_interval;
+        if can_answer_challenge && let Some(out) = self.answer_trunk_challenge(key, i, msg, status, now) {
+            return out;
+        }
+        if can_raise_interval && let Some(out) = self.raise_session_interval(key, i, msg, now) {
             return out;
         }
         self.fork_failed(key, i, status, now)
@@ -806,20 +960,36 @@ impl SipCore {
                 }
             };
         fork.challenged = true;
+        fork.invite.authorization = Some((answer_header, answer));
+        self.resend_fork(key, i, now)
+    }
+
+    /// A 422: the callee wants a longer session interval (RFC 4028 §7.4).
+    fn raise_session_interval(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Option<Vec<Transmit>> {
+        let fork = self.calls.get_mut(&key)?.forks.get_mut(i)?;
+        let min_se: u32 = msg.other_header_values("Min-SE").next()?.split(';').next()?.trim().parse().ok()?;
+        fork.raised_interval = true;
+        fork.invite.min_se = min_se;
+        fork.invite.session_expires = fork.invite.session_expires.max(min_se);
+        self.resend_fork(key, i, now)
+    }
+
+    /// Sends a fork's INVITE again (new CSeq and branch) after it was refused
+    /// for something we can fix.
+    fn resend_fork(&mut self, key: CallKey, i: usize, now: Instant) -> Option<Vec<Transmit>> {
+        let fork = self.calls.get_mut(&key)?.forks.get_mut(i)?;
         fork.invite.cseq += 1;
-        fork.sent = fork.invite.write(&self.settings.user_agent, Some((answer_header, &answer)));
+        fork.sent = fork.invite.write(&self.settings.user_agent);
         fork.state = ForkState::Calling;
         let (sent, target) = (fork.sent.clone(), fork.target);
         match self.transactions.send_request(sent, target, now) {
             Ok((cid, t)) => {
-                if let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) {
-                    fork.tx = cid;
-                }
+                fork.tx = cid;
                 self.client_txs.insert(cid, ClientRole::Fork(key, i));
                 Some(vec![t])
             }
             Err(why) => {
-                warn!(why, "could not resend the INVITE with credentials");
+                warn!(why, "could not send the INVITE again");
                 None
             }
         }
@@ -956,6 +1126,11 @@ impl SipCore {
             return out;
         };
         let (callee_agreed, callee_rtp) = call.callee_agreed.take().expect("set by apply_callee_answer");
+        let callee_timer = agreed_as_uac(msg).ok().flatten().unwrap_or(SessionTimer {
+            interval: fork.invite.session_expires,
+            refresher: Refresher::Uac,
+            uac_supports: true,
+        });
         let (callee_sdp, _, _) = call.callee_sdp.take().expect("set at start");
         let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
         let target = fork.target;
@@ -968,11 +1143,18 @@ impl SipCore {
             agreed: callee_agreed,
             remote_offer: None,
             ack: Some((fork.invite.cseq, ack)),
+            // The callee's 2xx says who refreshes; without one we do (RFC 4028 §7.2).
+            timer: Some(callee_timer),
+            we_refresh: callee_timer.refresher == Refresher::Uac,
+            timer_due: None,
             dialog,
         };
         info!(call_id = %call.caller.dialog.id.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
         self.call_dialogs.insert(callee.dialog.id.clone(), (key, Side::Callee));
         call.callee = Some(callee);
+        if let Some(callee) = call.callee.as_mut() {
+            callee.touch_timer(now);
+        }
         call.state = CallState::Answered;
         call.record.answer = Some(SystemTime::now());
         call.caller.dialog.confirm();
@@ -1051,8 +1233,10 @@ impl SipCore {
             || SdpSession::parse(req.msg.body())
                 .is_ok_and(|o| party.remote_offer.as_ref().is_some_and(|prev| o.same_version_as(prev)));
         if unchanged {
-            let sdp = party.sdp.last_sent().map(|s| s.to_string()).unwrap_or_default();
-            return self.answer_party(req.msg, tx, req.source.remote, key, side, &sdp, now);
+            // An UPDATE without SDP (a plain refresh) gets none back.
+            let bodyless_update = *req.method == Method::Update && req.msg.body().is_empty();
+            let sdp = party.sdp.last_sent().map(|s| s.to_string()).filter(|_| !bodyless_update);
+            return self.answer_in_dialog(req.msg, tx, req.source.remote, key, side, sdp.as_deref(), now);
         }
         if call.relayed.is_some() {
             return self.reply(req, tx, 491, "Request Pending", &[("Retry-After", "1")], now);
@@ -1151,29 +1335,7 @@ impl SipCore {
         if let (Ok(params), Some(Media::Running(control))) = (params, &call.media) {
             control.send(MediaCommand::UpdateLeg(side.leg(), params));
         }
-        self.answer_party(req.msg, tx, req.source.remote, key, side, &sdp, now)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn answer_party(
-        &mut self,
-        msg: &SipMessage,
-        tx: ServerTxId,
-        remote: SocketAddr,
-        key: CallKey,
-        side: Side,
-        sdp: &str,
-        now: Instant,
-    ) -> Vec<Transmit> {
-        let Some(call) = self.calls.remove(&key) else {
-            return Vec::new();
-        };
-        let out = match call.party(side) {
-            Some(party) => self.answer_with_sdp(msg, tx, remote, party, sdp, now),
-            None => Vec::new(),
-        };
-        self.calls.insert(key, call);
-        out
+        self.answer_in_dialog(req.msg, tx, req.source.remote, key, side, Some(&sdp), now)
     }
 
     /// The other side answered an offer we relayed to it.
@@ -1231,6 +1393,7 @@ impl SipCore {
         let from_agreed = AudioAgreement { audio, ..relayed.agreed.clone() };
         let other_params = leg_params(&other_agreed);
         other.agreed = other_agreed;
+        other.touch_timer(now);
         let party = call.party_mut(from).expect("a relayed offer comes from a party");
         let sdp = party.sdp.answer(&relayed.offer, &from_agreed, party.local_rtp).to_string();
         let from_params = leg_params(&from_agreed);
@@ -1257,7 +1420,7 @@ impl SipCore {
             }
         }
         info!(call_id = %call.caller.dialog.id.call_id, from = ?from, mode = ?mode, "offer relayed and answered");
-        out.extend(self.answer_party(&relayed.msg, relayed.tx, relayed.remote, key, from, &sdp, now));
+        out.extend(self.answer_in_dialog(&relayed.msg, relayed.tx, relayed.remote, key, from, Some(&sdp), now));
         out
     }
 
@@ -1456,7 +1619,7 @@ fn caller_status(statuses: impl Iterator<Item = u16>) -> (u16, &'static str, Dis
 }
 
 impl OutboundInvite {
-    fn write(&self, user_agent: &str, credentials: Option<(&str, &str)>) -> Bytes {
+    fn write(&self, user_agent: &str) -> Bytes {
         let mut w = MessageWriter::request(&Method::Invite, &self.uri);
         w.header("Via", format_args!("{};branch={}", self.via, new_branch()));
         w.header("Max-Forwards", self.max_forwards);
@@ -1466,8 +1629,11 @@ impl OutboundInvite {
         w.header("CSeq", format_args!("{} INVITE", self.cseq));
         w.header("Contact", &self.contact);
         w.header("Allow", ALLOW);
+        w.header("Supported", "timer");
+        w.header("Session-Expires", self.session_expires);
+        w.header("Min-SE", self.min_se);
         w.header("User-Agent", user_agent);
-        if let Some((name, value)) = credentials {
+        if let Some((name, value)) = &self.authorization {
             w.header(name, value);
         }
         w.finish(Some("application/sdp"), &self.body)

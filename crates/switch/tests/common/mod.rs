@@ -26,6 +26,7 @@ pub fn settings() -> CoreSettings {
         .collect();
     CoreSettings {
         user_agent: "Tandem-test".into(),
+        session_timer: Default::default(),
         listeners: vec![
             ListenerInfo { profile: Profile::Internal, transport: Transport::Udp, addr: INTERNAL.parse().unwrap() },
             ListenerInfo { profile: Profile::External, transport: Transport::Udp, addr: EXTERNAL.parse().unwrap() },
