@@ -39,9 +39,9 @@ mod calls;
 use calls::{Call, ClientRole, Side};
 
 /// Methods the switch accepts (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK";
 /// Option tags the switch supports (the Supported header); extensions arrive with later features.
-pub const SUPPORTED: &[&str] = &["timer"];
+pub const SUPPORTED: &[&str] = &["timer", "100rel"];
 /// How often expired registrations are swept (lookups filter them exactly anyway).
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// Retry-After for 503 when the transaction table is full.
@@ -395,7 +395,7 @@ impl SipCore {
         let msg = req.msg;
         match req.method {
             Method::Ack => return Vec::new(),
-            Method::Invite | Method::Options | Method::Register | Method::Bye | Method::Update => {}
+            Method::Invite | Method::Options | Method::Register | Method::Bye | Method::Update | Method::Prack => {}
             _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
         }
         if self.is_loop(msg) {
@@ -433,7 +433,7 @@ impl SipCore {
         }
         // Requests inside a dialog belong to its call; the dialog (its unguessable
         // tags) is their authentication (RFC 3261 §12.2.2).
-        if matches!(req.method, Method::Invite | Method::Bye | Method::Update) {
+        if matches!(req.method, Method::Invite | Method::Bye | Method::Update | Method::Prack) {
             match DialogId::of_request(msg) {
                 Some(id) => return self.in_dialog(req, tx, &id, now),
                 None if *req.method != Method::Invite => {

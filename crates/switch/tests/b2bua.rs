@@ -532,3 +532,41 @@ async fn we_refresh_the_callee_and_end_the_call_when_the_refresh_fails() {
     assert!(request_to(&out, CALLER, Method::Bye).is_some(), "the caller is hung up");
     assert_eq!(core.call_count(), 0);
 }
+
+#[tokio::test]
+async fn reliable_provisional_responses_both_ways() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    register_phones(&core, &[PHONE_A], t0);
+    let out = dial_with(&mut core, "1002", "100rel", "Supported: 100rel\r\nRequire: 100rel\r\n", t0);
+    let invite = request_to(&out, PHONE_A, Method::Invite).expect("Require: 100rel is accepted");
+
+    // The phone's 180 is reliable too: we PRACK it in its early dialog.
+    let mut w = response_to(&invite, PHONE_A.parse().unwrap(), 180, "Ringing", Some("ta"));
+    w.header("Contact", format_args!("<sip:1002@{PHONE_A}>"));
+    w.header("Require", "100rel");
+    w.header("RSeq", "7");
+    let out = core.handle_message(w.finish_empty(), src(PHONE_A), t0);
+    let prack = request_to(&out, PHONE_A, Method::Prack).expect("PRACK to the phone");
+    assert_eq!(prack.other_header_values("RAck").next(), Some("7 1 INVITE"));
+    assert_eq!(prack.cseq().unwrap().seq, 2);
+    assert_eq!(prack.to().unwrap().tag(), Some("ta"));
+
+    // The caller gets its 180 reliably: RSeq, resent until PRACKed.
+    let ringing = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(180)).expect("180 to the caller");
+    assert_eq!(ringing.first(HeaderName::Require), Some("100rel"));
+    assert_eq!(ringing.other_header_values("RSeq").next(), Some("1"));
+    let resent = run_until(&mut core, t0 + Duration::from_millis(1500));
+    assert_eq!(sent_to(&resent, CALLER).iter().filter(|m| m.status() == Some(180)).count(), 2, "at T1 and 3×T1");
+    let prack = caller_request(&ringing, "PRACK", 3, None);
+    let prack = Bytes::from(String::from_utf8_lossy(&prack).replace("Contact:", "RAck: 1 2 INVITE\r\nContact:"));
+    let out = core.handle_message(prack, src(CALLER), t0 + Duration::from_millis(1600));
+    assert_eq!(status_to(&out, CALLER), vec![200]);
+    assert!(sent_to(&run_until(&mut core, t0 + Duration::from_secs(10)), CALLER).iter().all(|m| m.status() != Some(180)));
+
+    // Answered; our BYE later continues the callee dialog's CSeq after the PRACK.
+    let out = core.handle_message(answer(&invite, PHONE_A, 200, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
+    let out = core.handle_message(caller_request(&ok, "BYE", 4, None), src(CALLER), t0);
+    assert_eq!(request_to(&out, PHONE_A, Method::Bye).unwrap().cseq().unwrap().seq, 3);
+}

@@ -151,6 +151,8 @@ struct Fork {
     challenged: bool,
     /// A 422 (session interval too small) is followed once.
     raised_interval: bool,
+    /// The early dialog of the last reliable provisional response (for PRACK).
+    early: Option<Dialog>,
     /// Final status, for choosing what the caller gets.
     status: Option<u16>,
 }
@@ -200,9 +202,25 @@ pub(crate) struct Call {
     /// The ring timeout, or the end of the clean-up wait.
     deadline: Option<Instant>,
     /// The time this call is in `call_deadlines` for: the earliest of
-    /// `deadline` and the parties' session timers.
+    /// `deadline`, the parties' session timers and a reliable provisional's
+    /// retransmission.
     armed: Option<Instant>,
+    /// The caller requires reliable provisional responses (RFC 3262).
+    caller_requires_100rel: bool,
+    last_rseq: u32,
+    /// Our reliable provisional response waiting for its PRACK.
+    unacked_provisional: Option<ReliableProvisional>,
     record: Record,
+}
+
+/// A provisional response sent reliably (RFC 3262 §3): resent at T1, 2×T1,
+/// 4×T1… until its PRACK, given up after 64×T1.
+struct ReliableProvisional {
+    rseq: u32,
+    transmit: Transmit,
+    next: Instant,
+    interval: std::time::Duration,
+    give_up: Instant,
 }
 
 /// What the CDR says.
@@ -358,6 +376,9 @@ impl SipCore {
             relayed: None,
             deadline: None,
             armed: None,
+            caller_requires_100rel: requires_100rel(req.msg),
+            last_rseq: 0,
+            unacked_provisional: None,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -545,6 +566,7 @@ impl SipCore {
                         credentials,
                         challenged: false,
                         raised_interval: false,
+                        early: None,
                         status: None,
                     });
                 }
@@ -568,6 +590,9 @@ impl SipCore {
             relayed: None,
             deadline: None,
             armed: None,
+            caller_requires_100rel: requires_100rel(req.msg),
+            last_rseq: 0,
+            unacked_provisional: None,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -601,7 +626,8 @@ impl SipCore {
             self.call_deadlines.remove(&(old, key));
         }
         let timers = [Some(&call.caller), call.callee.as_ref()].into_iter().flatten().filter_map(|p| p.timer_due);
-        call.armed = call.deadline.into_iter().chain(timers).min();
+        let provisional = call.unacked_provisional.as_ref().map(|r| r.next);
+        call.armed = call.deadline.into_iter().chain(timers).chain(provisional).min();
         if let Some(at) = call.armed {
             self.call_deadlines.insert((at, key));
         }
@@ -636,6 +662,16 @@ impl SipCore {
             }
         }
         let mut out = Vec::new();
+        if let Some(r) = call.unacked_provisional.as_mut().filter(|r| r.next <= now) {
+            if now >= r.give_up {
+                call.unacked_provisional = None;
+                warn!(call_id = %call.caller.dialog.id.call_id, "no PRACK for a reliable provisional response");
+                return self.fail_caller(key, 500, "Server Internal Error (no PRACK)", Disposition::Failed, HangupBy::Switch, now);
+            }
+            out.push(r.transmit.clone());
+            r.interval *= 2;
+            r.next = now + r.interval;
+        }
         for side in [Side::Caller, Side::Callee] {
             let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else { continue };
             if party.timer_due.is_none_or(|d| d > now) {
@@ -799,6 +835,14 @@ impl SipCore {
         let (tx, remote) = (invite.tx, invite.remote);
         if code >= 200 {
             self.call_invites.remove(&tx);
+            call.unacked_provisional = None;
+        }
+        let reliable = code > 100 && code < 200 && call.caller_requires_100rel;
+        if reliable && call.unacked_provisional.is_some() {
+            // One reliable provisional at a time (RFC 3262 §3); the final
+            // response repeats any SDP this one would have carried.
+            debug!(code, "provisional response held back: the previous one is not PRACKed yet");
+            return Vec::new();
         }
         let invite = if code >= 200 { call.invite.take() } else { None };
         let msg = invite.as_ref().map(|i| &i.msg).or(call.invite.as_ref().map(|i| &i.msg)).expect("present");
@@ -816,6 +860,11 @@ impl SipCore {
                 w.header(name, value);
             }
         }
+        if reliable {
+            call.last_rseq += 1;
+            w.header("Require", "100rel");
+            w.header("RSeq", call.last_rseq);
+        }
         w.header("Server", &self.settings.user_agent);
         let data = match sdp {
             Some(body) => w.finish(Some("application/sdp"), body.as_bytes()),
@@ -825,12 +874,22 @@ impl SipCore {
         let Some(sent) = self.transactions.respond(tx, data, now) else {
             return Vec::new();
         };
+        if reliable {
+            let t1 = self.settings.timers.t1;
+            call.unacked_provisional = Some(ReliableProvisional {
+                rseq: call.last_rseq,
+                transmit: sent.clone(),
+                next: now + t1,
+                interval: t1,
+                give_up: now + t1 * 64,
+            });
+        }
         if (200..300).contains(&code) {
             self.pending_answers
                 .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
             call.caller.touch_timer(now);
-            self.rearm(key);
         }
+        self.rearm(key);
         vec![sent]
     }
 
@@ -898,6 +957,11 @@ impl SipCore {
         };
         if status < 200 {
             let mut out = Vec::new();
+            if status > 100 && requires_100rel(msg) {
+                out.extend(self.prack_callee(key, i, msg, now));
+            }
+            let Some(call) = self.calls.get_mut(&key) else { return out };
+            let fork = &mut call.forks[i];
             if fork.state == ForkState::Calling {
                 fork.state = ForkState::Proceeding;
                 if fork.cancel {
@@ -932,6 +996,34 @@ impl SipCore {
             return out;
         }
         self.fork_failed(key, i, status, now)
+    }
+
+    /// A callee sent a reliable provisional response (RFC 3262 §4): PRACK it in
+    /// the early dialog it creates. We do not ask for reliability, but honour it.
+    fn prack_callee(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) else {
+            return Vec::new();
+        };
+        let Some(rseq) = msg.other_header_values("RSeq").next().and_then(|v| v.trim().parse::<u32>().ok()) else {
+            return Vec::new();
+        };
+        let remote_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
+        if fork.early.as_ref().map(|d| Some(&d.id.remote_tag)) != Some(remote_tag.as_ref()) {
+            let Ok(invite) = SipMessage::parse(fork.sent.clone()) else { return Vec::new() };
+            fork.early = Dialog::as_uac(&invite, msg, &fork.invite.contact).ok();
+        }
+        let Some(early) = fork.early.as_mut() else {
+            return Vec::new();
+        };
+        let rack = format!("{rseq} {} INVITE", fork.invite.cseq);
+        let (prack, _) = early.request(&Method::Prack, &fork.invite.via, &[("RAck", &rack)], None);
+        match self.transactions.send_request(prack, fork.target, now) {
+            Ok((_, t)) => vec![t],
+            Err(why) => {
+                warn!(why, "could not send PRACK");
+                Vec::new()
+            }
+        }
     }
 
     /// A trunk challenged our INVITE: send it again with credentials.
@@ -1113,7 +1205,7 @@ impl SipCore {
         fork.state = ForkState::Done;
         let invite = SipMessage::parse(fork.sent.clone()).ok();
         let dialog = invite.as_ref().map(|inv| Dialog::as_uac(inv, msg, &fork.invite.contact));
-        let Some(Ok(dialog)) = dialog else {
+        let Some(Ok(mut dialog)) = dialog else {
             warn!("a 2xx that makes no dialog (no tags or no Contact)");
             let out = self.fail_caller(
                 key,
@@ -1132,6 +1224,10 @@ impl SipCore {
             uac_supports: true,
         });
         let (callee_sdp, _, _) = call.callee_sdp.take().expect("set at start");
+        // Requests already sent in the early dialog (PRACK) used CSeq numbers.
+        if let Some(early) = fork.early.as_ref().filter(|e| e.id == dialog.id) {
+            dialog.local_seq = early.local_seq;
+        }
         let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
         let target = fork.target;
         let mut out = vec![Transmit { target, data: ack.clone() }];
@@ -1203,6 +1299,13 @@ impl SipCore {
             return self.reply(req, tx, 500, &format!("Server Internal Error ({e})"), &[], now);
         }
         match req.method {
+            Method::Prack => self.prack(req, tx, key, now),
+            Method::Bye if side == Side::Caller && self.calls[&key].state == CallState::Ringing => {
+                // A BYE in the early dialog gives up the call like a CANCEL.
+                let mut out = self.reply(req, tx, 200, "OK", &[], now);
+                out.extend(self.fail_caller(key, 487, "Request Terminated", Disposition::Cancelled, HangupBy::Caller, now));
+                out
+            }
             Method::Bye => {
                 let mut out = self.reply(req, tx, 200, "OK", &[], now);
                 let by = if side == Side::Caller { HangupBy::Caller } else { HangupBy::Callee };
@@ -1210,6 +1313,20 @@ impl SipCore {
                 out
             }
             _ => self.offer_in_dialog(req, tx, key, side, now),
+        }
+    }
+
+    /// The caller acknowledges our reliable provisional response (RFC 3262 §7.2).
+    fn prack(&mut self, req: &Req<'_>, tx: ServerTxId, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let rseq = req.msg.other_header_values("RAck").next().and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        let call = self.calls.get_mut(&key).expect("looked up");
+        match (&call.unacked_provisional, rseq) {
+            (Some(r), Some(rseq)) if r.rseq == rseq => {
+                call.unacked_provisional = None;
+                self.rearm(key);
+                self.reply(req, tx, 200, "OK", &[], now)
+            }
+            _ => self.reply(req, tx, 481, "Call/Transaction Does Not Exist (no such provisional response)", &[], now),
         }
     }
 
@@ -1578,6 +1695,11 @@ impl Call {
             Side::Callee => self.callee.as_mut(),
         }
     }
+}
+
+/// Whether the caller requires reliable provisional responses.
+fn requires_100rel(msg: &SipMessage) -> bool {
+    msg.option_tags(HeaderName::Require).is_ok_and(|tags| tags.iter().any(|t| t.eq_ignore_ascii_case("100rel")))
 }
 
 /// The direction an offer asks for, with RFC 2543 hold (c=0.0.0.0) read as sendonly.
