@@ -233,6 +233,16 @@ struct Record {
     written: bool,
 }
 
+/// One INVITE to send for a call: Request-URI, To, where to, and the
+/// credentials for a trunk's challenge.
+type CalleeTarget = (String, String, Target, Option<Credentials>);
+
+/// Who the callee sees calling.
+struct CallerId {
+    display: Option<String>,
+    user: String,
+}
+
 /// Where a routed call rings.
 enum Callees {
     Endpoint(String),
@@ -448,39 +458,9 @@ impl SipCore {
         now: Instant,
     ) -> Vec<Transmit> {
         // Where the INVITEs go, before anything is allocated.
-        let (targets, destination) = match &callees {
-            Callees::Endpoint(id) => {
-                if !self.settings.endpoints.contains_key(id) {
-                    return self.reply(req, tx, 404, "Not Found", &[], now);
-                }
-                let bindings = self.registrar.location().bindings(id, now);
-                if bindings.is_empty() {
-                    return self.reply(req, tx, 480, "Temporarily Unavailable (not registered)", &[], now);
-                }
-                let targets: Vec<(String, String, Target, Option<Credentials>)> = bindings
-                    .iter()
-                    .map(|b| (b.contact.clone(), format!("<sip:{id}@{}>", b.source.local), b.target(), None))
-                    .collect();
-                (targets, format!("endpoint:{id}"))
-            }
-            Callees::Trunk { name, number } => {
-                let Some(trunk) = self.settings.trunk(name) else {
-                    return self.reply(req, tx, 404, "Not Found", &[], now);
-                };
-                let Some(gateway) = &trunk.gateway else {
-                    warn!(trunk = %name, "a call to a trunk without gateway");
-                    return self.reply(req, tx, 503, "Service Unavailable (trunk has no gateway)", &[], now);
-                };
-                let Some(listener) = self.settings.listener_for(Profile::External, gateway.transport, gateway.addr)
-                else {
-                    warn!(trunk = %name, transport = %gateway.transport, "no listener can reach the trunk's gateway");
-                    return self.reply(req, tx, 503, "Service Unavailable (no route to the trunk)", &[], now);
-                };
-                let uri = format!("sip:{number}@{}", gateway.domain);
-                let target =
-                    Target { transport: gateway.transport, remote: gateway.addr, flow: None, listener: Some(listener) };
-                (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
-            }
+        let (targets, destination) = match self.callee_targets(&callees, now) {
+            Ok(t) => t,
+            Err((code, reason)) => return self.reply(req, tx, code, reason, &[], now),
         };
         let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
             Ok(o) => o,
@@ -527,52 +507,9 @@ impl SipCore {
         self.stats.count_response(100);
         out.extend(self.transactions.respond(tx, trying, now));
 
-        let mut forks = Vec::new();
-        for (uri, to, target, credentials) in targets {
-            let Some(listener) = target.listener.and_then(|i| self.settings.listeners.get(i)) else {
-                continue;
-            };
-            let (transport, local) = (listener.transport, listener.addr);
-            let from = match &display {
-                Some(d) => format!("{d} <sip:{from_user}@{local}>;tag={}", new_tag()),
-                None => format!("<sip:{from_user}@{local}>;tag={}", new_tag()),
-            };
-            let invite = OutboundInvite {
-                uri,
-                from,
-                to,
-                call_id: new_call_id(&local.ip().to_string()),
-                cseq: 1,
-                contact: our_contact(transport, local),
-                via: our_via(transport, local),
-                max_forwards,
-                body: body.clone(),
-                session_expires: self.settings.session_timer.session_expires,
-                min_se: self.settings.session_timer.min_se,
-                authorization: None,
-            };
-            let sent = invite.write(&self.settings.user_agent);
-            match self.transactions.send_request(sent.clone(), target, now) {
-                Ok((cid, t)) => {
-                    self.client_txs.insert(cid, ClientRole::Fork(key, forks.len()));
-                    out.push(t);
-                    forks.push(Fork {
-                        tx: cid,
-                        invite,
-                        sent,
-                        target,
-                        state: ForkState::Calling,
-                        cancel: false,
-                        credentials,
-                        challenged: false,
-                        raised_interval: false,
-                        early: None,
-                        status: None,
-                    });
-                }
-                Err(why) => warn!(why, "could not send an INVITE to a callee"),
-            }
-        }
+        let caller_id = CallerId { display, user: from_user };
+        let (forks, sent) = self.send_forks(key, 0, targets, &caller_id, max_forwards, &body, now);
+        out.extend(sent);
         if forks.is_empty() {
             out.extend(self.reply(req, tx, 503, "Service Unavailable", &[("Retry-After", "5")], now));
             return out;
@@ -608,6 +545,108 @@ impl SipCore {
         self.calls.insert(key, call);
         self.set_deadline(key, Some(ring_until));
         out
+    }
+
+    /// One INVITE per target, each its own dialog-to-be, all with the same SDP offer.
+    #[allow(clippy::too_many_arguments)]
+    fn send_forks(
+        &mut self,
+        key: CallKey,
+        first_index: usize,
+        targets: Vec<CalleeTarget>,
+        caller_id: &CallerId,
+        max_forwards: u8,
+        body: &Bytes,
+        now: Instant,
+    ) -> (Vec<Fork>, Vec<Transmit>) {
+        let mut forks = Vec::new();
+        let mut out = Vec::new();
+        for (uri, to, target, credentials) in targets {
+            let Some(listener) = target.listener.and_then(|i| self.settings.listeners.get(i)) else {
+                continue;
+            };
+            let (transport, local) = (listener.transport, listener.addr);
+            let from = match &caller_id.display {
+                Some(d) => format!("{d} <sip:{}@{local}>;tag={}", caller_id.user, new_tag()),
+                None => format!("<sip:{}@{local}>;tag={}", caller_id.user, new_tag()),
+            };
+            let invite = OutboundInvite {
+                uri,
+                from,
+                to,
+                call_id: new_call_id(&local.ip().to_string()),
+                cseq: 1,
+                contact: our_contact(transport, local),
+                via: our_via(transport, local),
+                max_forwards,
+                body: body.clone(),
+                session_expires: self.settings.session_timer.session_expires,
+                min_se: self.settings.session_timer.min_se,
+                authorization: None,
+            };
+            let sent = invite.write(&self.settings.user_agent);
+            match self.transactions.send_request(sent.clone(), target, now) {
+                Ok((cid, t)) => {
+                    self.client_txs.insert(cid, ClientRole::Fork(key, first_index + forks.len()));
+                    out.push(t);
+                    forks.push(Fork {
+                        tx: cid,
+                        invite,
+                        sent,
+                        target,
+                        state: ForkState::Calling,
+                        cancel: false,
+                        credentials,
+                        challenged: false,
+                        raised_interval: false,
+                        early: None,
+                        status: None,
+                    });
+                }
+                Err(why) => warn!(why, "could not send an INVITE to a callee"),
+            }
+        }
+        (forks, out)
+    }
+
+    /// Where a call to `callees` rings: (Request-URI, To, target, credentials)
+    /// per INVITE, and the destination as the CDR names it; or the status for
+    /// the caller when it cannot ring.
+    fn callee_targets(&self, callees: &Callees, now: Instant) -> Result<(Vec<CalleeTarget>, String), (u16, &'static str)> {
+        Ok(match callees {
+            Callees::Endpoint(id) => {
+                if !self.settings.endpoints.contains_key(id) {
+                    return Err((404, "Not Found"));
+                }
+                let bindings = self.registrar.location().bindings(id, now);
+                if bindings.is_empty() {
+                    return Err((480, "Temporarily Unavailable (not registered)"));
+                }
+                let targets: Vec<CalleeTarget> = bindings
+                    .iter()
+                    .map(|b| (b.contact.clone(), format!("<sip:{id}@{}>", b.source.local), b.target(), None))
+                    .collect();
+                (targets, format!("endpoint:{id}"))
+            }
+            Callees::Trunk { name, number } => {
+                let Some(trunk) = self.settings.trunk(name) else {
+                    return Err((404, "Not Found"));
+                };
+                let Some(gateway) = &trunk.gateway else {
+                    warn!(trunk = %name, "a call to a trunk without gateway");
+                    return Err((503, "Service Unavailable (trunk has no gateway)"));
+                };
+                let Some(listener) = self.settings.listener_for(Profile::External, gateway.transport, gateway.addr)
+                else {
+                    warn!(trunk = %name, transport = %gateway.transport, "no listener can reach the trunk's gateway");
+                    return Err((503, "Service Unavailable (no route to the trunk)"));
+                };
+                let uri = format!("sip:{number}@{}", gateway.domain);
+                let target =
+                    Target { transport: gateway.transport, remote: gateway.addr, flow: None, listener: Some(listener) };
+                (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
+            }
+        })
     }
 
     fn set_deadline(&mut self, key: CallKey, at: Option<Instant>) {
