@@ -39,7 +39,7 @@ mod calls;
 use calls::{Call, ClientRole, Side};
 
 /// Methods the switch accepts (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, REFER";
 /// Option tags the switch supports (the Supported header); extensions arrive with later features.
 pub const SUPPORTED: &[&str] = &["timer", "100rel"];
 /// How often expired registrations are swept (lookups filter them exactly anyway).
@@ -395,7 +395,13 @@ impl SipCore {
         let msg = req.msg;
         match req.method {
             Method::Ack => return Vec::new(),
-            Method::Invite | Method::Options | Method::Register | Method::Bye | Method::Update | Method::Prack => {}
+            Method::Invite
+            | Method::Options
+            | Method::Register
+            | Method::Bye
+            | Method::Update
+            | Method::Prack
+            | Method::Refer => {}
             _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
         }
         if self.is_loop(msg) {
@@ -433,7 +439,7 @@ impl SipCore {
         }
         // Requests inside a dialog belong to its call; the dialog (its unguessable
         // tags) is their authentication (RFC 3261 §12.2.2).
-        if matches!(req.method, Method::Invite | Method::Bye | Method::Update | Method::Prack) {
+        if matches!(req.method, Method::Invite | Method::Bye | Method::Update | Method::Prack | Method::Refer) {
             match DialogId::of_request(msg) {
                 Some(id) => return self.in_dialog(req, tx, &id, now),
                 None if *req.method != Method::Invite => {

@@ -46,10 +46,14 @@ fn core(now: Instant) -> (SipCore, MediaRelay) {
 
 /// Binds `phones` to endpoint 1002 as if they had registered over UDP.
 fn register_phones(core: &SipCore, phones: &[&str], now: Instant) {
+    register_as(core, "1002", phones, now);
+}
+
+fn register_as(core: &SipCore, aor: &str, phones: &[&str], now: Instant) {
     let bindings = phones
         .iter()
         .map(|p| Binding {
-            contact: format!("sip:1002@{p}"),
+            contact: format!("sip:{aor}@{p}"),
             q: None,
             expires_at: now + Duration::from_secs(3600),
             call_id: format!("reg-{p}"),
@@ -57,7 +61,7 @@ fn register_phones(core: &SipCore, phones: &[&str], now: Instant) {
             source: source(0, p),
         })
         .collect();
-    core.location().replace("1002", bindings);
+    core.location().replace(aor, bindings);
 }
 
 fn parse(t: &Transmit) -> SipMessage {
@@ -569,4 +573,66 @@ async fn reliable_provisional_responses_both_ways() {
     let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
     let out = core.handle_message(caller_request(&ok, "BYE", 4, None), src(CALLER), t0);
     assert_eq!(request_to(&out, PHONE_A, Method::Bye).unwrap().cseq().unwrap().seq, 3);
+}
+
+#[tokio::test]
+async fn a_blind_transfer_replaces_the_transferor_with_the_target() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    let (ok, invite) = answered_call(&mut core, "refer", t0);
+    register_as(&core, "1003", &[PHONE_B], t0);
+    // The callee transfers the caller to 1003.
+    let refer = phone_request(&invite, PHONE_A, "ta", "REFER", 1, None);
+    let refer = Bytes::from(String::from_utf8_lossy(&refer).replace("Contact:", "Refer-To: <sip:1003@127.0.0.1>\r\nContact:"));
+    let out = core.handle_message(refer, src(PHONE_A), t0);
+    assert_eq!(status_to(&out, PHONE_A), vec![202]);
+    let notify = request_to(&out, PHONE_A, Method::Notify).expect("progress for the transferor");
+    assert_eq!(body(&notify), "SIP/2.0 100 Trying\r\n");
+    assert_eq!(notify.other_header_values("Event").next(), Some("refer"));
+    let target = request_to(&out, PHONE_B, Method::Invite).expect("the target rings");
+    assert!(target.first(HeaderName::From).unwrap().starts_with("\"Alice\" <sip:1001@"), "the target sees the transferee");
+    let offer = body(&target);
+    assert!(offer.contains("RTP/AVP 8 101"), "the codec the transferee uses: {offer}");
+    assert!(sent_to(&out, CALLER).is_empty(), "the transferee is not disturbed");
+
+    // The target answers: ACK, NOTIFY 200 and BYE to the transferor.
+    let out = core.handle_message(answer(&target, PHONE_B, 200, "tb", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_B), t0);
+    assert!(request_to(&out, PHONE_B, Method::Ack).is_some());
+    let done = request_to(&out, PHONE_A, Method::Notify).expect("final NOTIFY");
+    assert_eq!(body(&done), "SIP/2.0 200 OK\r\n");
+    assert!(done.other_header_values("Subscription-State").next().unwrap().starts_with("terminated"));
+    assert!(request_to(&out, PHONE_A, Method::Bye).is_some(), "the transferor is released");
+
+    // The transferee and the target are now the call: a BYE from one reaches the other.
+    let out = core.handle_message(caller_request(&ok, "BYE", 3, None), src(CALLER), t0);
+    assert!(request_to(&out, PHONE_B, Method::Bye).is_some());
+    assert!(request_to(&out, PHONE_A, Method::Bye).is_none());
+    assert_eq!(core.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_blind_transfer_is_reported_and_the_call_goes_on() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    let (ok, invite) = answered_call(&mut core, "refer-busy", t0);
+    register_as(&core, "1003", &[PHONE_B], t0);
+    let refer = phone_request(&invite, PHONE_A, "ta", "REFER", 1, None);
+    let refer = Bytes::from(String::from_utf8_lossy(&refer).replace("Contact:", "Refer-To: <sip:1003@127.0.0.1>\r\nContact:"));
+    let out = core.handle_message(refer, src(PHONE_A), t0);
+    let target = request_to(&out, PHONE_B, Method::Invite).unwrap();
+    let out = core.handle_message(answer(&target, PHONE_B, 486, "tb", None), src(PHONE_B), t0);
+    let failed = request_to(&out, PHONE_A, Method::Notify).expect("the failure is reported");
+    assert_eq!(body(&failed), "SIP/2.0 486 Busy Here\r\n");
+    assert!(request_to(&out, PHONE_A, Method::Bye).is_none() && sent_to(&out, CALLER).is_empty());
+    // Still one call between the caller and A.
+    let out = core.handle_message(caller_request(&ok, "BYE", 3, None), src(CALLER), t0);
+    assert!(request_to(&out, PHONE_A, Method::Bye).is_some());
+
+    // A transfer to a number the dial plan does not know: 202, then NOTIFY 404.
+    let (_ok, invite) = answered_call(&mut core, "refer-404", t0);
+    let refer = phone_request(&invite, PHONE_A, "ta", "REFER", 2, None);
+    let refer = Bytes::from(String::from_utf8_lossy(&refer).replace("Contact:", "Refer-To: <sip:777@127.0.0.1>\r\nContact:"));
+    let out = core.handle_message(refer, src(PHONE_A), t0);
+    assert_eq!(status_to(&out, PHONE_A), vec![202]);
+    assert_eq!(body(&request_to(&out, PHONE_A, Method::Notify).unwrap()), "SIP/2.0 404 Not Found\r\n");
 }

@@ -90,6 +90,8 @@ pub(crate) struct Party {
     timer: Option<SessionTimer>,
     we_refresh: bool,
     timer_due: Option<Instant>,
+    /// Whose dial plan this side's transfers follow.
+    profile: Profile,
 }
 
 impl Party {
@@ -180,6 +182,9 @@ enum Media {
 enum CallState {
     Ringing,
     Answered,
+    /// Answered, and one side asked to be replaced by a new callee (REFER):
+    /// the transfer target's forks ring.
+    Transferring,
     /// The caller has its final response or was hung up on; waiting for forks
     /// to finish (a late 2xx is acknowledged and hung up) or the clean-up deadline.
     Ending,
@@ -210,7 +215,21 @@ pub(crate) struct Call {
     last_rseq: u32,
     /// Our reliable provisional response waiting for its PRACK.
     unacked_provisional: Option<ReliableProvisional>,
+    /// A blind transfer in progress, and where its forks start in `forks`.
+    transfer: Option<Transfer>,
+    fork_base: usize,
     record: Record,
+}
+
+/// A blind transfer (RFC 3515): `from` sent REFER and is replaced by whoever
+/// answers the forks; the other side keeps its dialog and media leg.
+struct Transfer {
+    from: Side,
+    /// The transferor hung up before the target answered.
+    transferor_gone: bool,
+    /// Our offer to the target, on the transferor's relay leg.
+    sdp: LocalSession,
+    offer: SdpSession,
 }
 
 /// A provisional response sent reliably (RFC 3262 §3): resent at T1, 2×T1,
@@ -337,6 +356,7 @@ impl SipCore {
             timer: Some(timer),
             we_refresh: timer.refresher == Refresher::Uas,
             timer_due: None,
+            profile: req.profile,
         })
     }
 
@@ -389,6 +409,8 @@ impl SipCore {
             caller_requires_100rel: requires_100rel(req.msg),
             last_rseq: 0,
             unacked_provisional: None,
+            transfer: None,
+            fork_base: 0,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -530,6 +552,8 @@ impl SipCore {
             caller_requires_100rel: requires_100rel(req.msg),
             last_rseq: 0,
             unacked_provisional: None,
+            transfer: None,
+            fork_base: 0,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -696,6 +720,11 @@ impl SipCore {
                 CallState::Ending => {
                     self.remove_call(key);
                     return Vec::new();
+                }
+                CallState::Transferring => {
+                    let mut out = self.cancel_transfer_forks(key, now);
+                    out.extend(self.transfer_failed(key, 480, "Temporarily Unavailable (no answer)", now));
+                    return out;
                 }
                 CallState::Answered => {}
             }
@@ -1020,6 +1049,9 @@ impl SipCore {
             if call.state == CallState::Ringing && !fork.cancel {
                 return self.callee_answered(key, i, msg, now);
             }
+            if call.state == CallState::Transferring && i >= call.fork_base && !fork.cancel {
+                return self.transfer_answered(key, i, msg, now);
+            }
             // Another fork won, or the caller has gone: acknowledge and hang up.
             fork.state = ForkState::Done;
             let out = self.ack_and_hang_up(key, i, msg, now);
@@ -1140,6 +1172,10 @@ impl SipCore {
             let (code, reason, disposition) = caller_status(call.forks.iter().filter_map(|f| f.status));
             debug!(call_id = %call.caller.dialog.id.call_id, code, "every callee refused");
             return self.fail_caller(key, code, reason, disposition, HangupBy::Callee, now);
+        }
+        if call.state == CallState::Transferring && call.forks[call.fork_base..].iter().all(|f| f.state == ForkState::Done) {
+            let (code, reason, _) = caller_status(call.forks[call.fork_base..].iter().filter_map(|f| f.status));
+            return self.transfer_failed(key, code, reason, now);
         }
         self.finish_if_forks_done(key, now);
         Vec::new()
@@ -1282,6 +1318,8 @@ impl SipCore {
             timer: Some(callee_timer),
             we_refresh: callee_timer.refresher == Refresher::Uac,
             timer_due: None,
+            // Trunks transfer through the trunk side's dial plan, phones through theirs.
+            profile: if call.record.destination.starts_with("trunk:") { Profile::External } else { Profile::Internal },
             dialog,
         };
         info!(call_id = %call.caller.dialog.id.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
@@ -1339,6 +1377,19 @@ impl SipCore {
         }
         match req.method {
             Method::Prack => self.prack(req, tx, key, now),
+            Method::Refer => self.refer(req, tx, key, side, now),
+            Method::Bye if self.calls[&key].transfer.as_ref().is_some_and(|t| t.from == side) => {
+                // The transferor leaves; the transfer goes on without it.
+                let out = self.reply(req, tx, 200, "OK", &[], now);
+                let call = self.calls.get_mut(&key).expect("looked up");
+                if let Some(t) = call.transfer.as_mut() {
+                    t.transferor_gone = true;
+                }
+                let id = call.party(side).expect("looked up").dialog.id.clone();
+                self.call_dialogs.remove(&id);
+                self.pending_answers.remove(&id);
+                out
+            }
             Method::Bye if side == Side::Caller && self.calls[&key].state == CallState::Ringing => {
                 // A BYE in the early dialog gives up the call like a CANCEL.
                 let mut out = self.reply(req, tx, 200, "OK", &[], now);
@@ -1353,6 +1404,215 @@ impl SipCore {
             }
             _ => self.offer_in_dialog(req, tx, key, side, now),
         }
+    }
+
+    /// REFER from `side` (RFC 3515): a blind transfer. The other side stays;
+    /// `side` is replaced by the Refer-To target once it answers. Progress goes
+    /// back to the transferor in NOTIFYs with a sipfrag body.
+    fn refer(&mut self, req: &Req<'_>, tx: ServerTxId, key: CallKey, side: Side, now: Instant) -> Vec<Transmit> {
+        let call = self.calls.get(&key).expect("looked up");
+        if call.state != CallState::Answered || call.callee.is_none() {
+            return self.reply(req, tx, 403, "Forbidden (nothing to transfer)", &[], now);
+        }
+        let refer_to = req.msg.other_header_values("Refer-To").chain(req.msg.other_header_values("r")).next();
+        let Some(target) = refer_to.and_then(|v| sip_transport::header::NameAddr::parse(v).ok()) else {
+            return self.reply(req, tx, 400, "Bad Request (Refer-To missing or malformed)", &[], now);
+        };
+        let uri = target.uri.to_string();
+        if uri.split_once('?').is_some_and(|(_, headers)| headers.to_ascii_lowercase().contains("replaces=")) {
+            return self.reply(req, tx, 501, "Not Implemented (attended transfer)", &[], now);
+        }
+        let number = sip_transport::header::Uri::parse(&uri).ok().and_then(|u| u.user_unescaped()).unwrap_or_default();
+        let party = call.party(side).expect("looked up");
+        let callees = match self.settings.dialplan.route(party.profile, &number) {
+            Some(Route::Endpoint { id, ring_timeout }) => Ok((Callees::Endpoint(id), ring_timeout)),
+            Some(Route::Trunk { trunk, number, ring_timeout }) => Ok((Callees::Trunk { name: trunk, number }, ring_timeout)),
+            Some(_) => Err((403, "Forbidden")),
+            None => Err((404, "Not Found")),
+        };
+        let mut out = self.reply(req, tx, 202, "Accepted", &[], now);
+        let routed = callees.and_then(|(callees, ring)| Ok((self.callee_targets(&callees, now)?, ring)));
+        let ((targets, destination), ring_timeout) = match routed {
+            Ok(r) => r,
+            Err((code, reason)) => {
+                out.extend(self.notify_transferor(key, side, code, reason, true, now));
+                return out;
+            }
+        };
+        let call = self.calls.get(&key).expect("looked up");
+        let (transferor, transferee) = (call.party(side).expect("looked up"), call.party(side.other()).expect("answered"));
+        // The target is offered the codec the transferee uses now (the relay does
+        // not transcode), on the transferor's leg, which the target takes over.
+        let mut audio = transferee.agreed.audio.clone();
+        audio.codecs.truncate(1);
+        audio.direction = Direction::SendRecv;
+        audio.rtcp_mux = false;
+        let mut sdp = LocalSession::new(rand::random(), transferor.local_rtp.ip());
+        let offer = sdp.offer(transferor.local_rtp, &audio);
+        let body = Bytes::from(offer.to_string());
+        // The target sees the transferee calling.
+        let identity = sip_transport::header::NameAddr::parse(&transferee.dialog.remote_party).ok();
+        let caller_id = CallerId {
+            display: identity.as_ref().and_then(|n| n.display.map(str::to_string)),
+            user: identity
+                .and_then(|n| sip_transport::header::Uri::parse(n.uri).ok()?.user_unescaped())
+                .unwrap_or_else(|| "anonymous".into()),
+        };
+        let first = call.forks.len();
+        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, now);
+        out.extend(sent);
+        if forks.is_empty() {
+            out.extend(self.notify_transferor(key, side, 503, "Service Unavailable", true, now));
+            return out;
+        }
+        let call = self.calls.get_mut(&key).expect("looked up");
+        info!(call_id = %call.caller.dialog.id.call_id, from = ?side, number, destination, "blind transfer");
+        call.forks.extend(forks);
+        call.fork_base = first;
+        call.state = CallState::Transferring;
+        call.transfer = Some(Transfer { from: side, transferor_gone: false, sdp, offer });
+        // The transferee hears music while the target rings.
+        if let Some(Media::Running(control)) = &call.media {
+            let held = side.other().leg();
+            control.send(MediaCommand::SetMode(Mode::Hold { held }));
+            control.send(MediaCommand::Play(held, self.music_on_hold.clone()));
+        }
+        self.set_deadline(key, Some(now + ring_timeout));
+        out.extend(self.notify_transferor(key, side, 100, "Trying", false, now));
+        out
+    }
+
+    /// The NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.5).
+    fn notify_transferor(&mut self, key: CallKey, side: Side, code: u16, reason: &str, last: bool, now: Instant) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        let state = if last { "terminated;reason=noresource" } else { "active;expires=60" };
+        let body = format!("SIP/2.0 {code} {reason}\r\n");
+        let headers = [("Event", "refer"), ("Subscription-State", state)];
+        let (notify, _) =
+            party.dialog.request(&Method::Notify, &party.via, &headers, Some(("message/sipfrag;version=2.0", body.as_bytes())));
+        match self.transactions.send_request(notify, party.target, now) {
+            Ok((_, t)) => vec![t],
+            Err(why) => {
+                warn!(why, "could not send NOTIFY");
+                Vec::new()
+            }
+        }
+    }
+
+    fn cancel_transfer_forks(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else {
+            return Vec::new();
+        };
+        if call.transfer.is_none() {
+            return Vec::new();
+        }
+        (call.fork_base..call.forks.len()).collect::<Vec<_>>().into_iter().flat_map(|i| self.cancel_fork(key, i, now)).collect()
+    }
+
+    /// The transfer target answered: it takes the transferor's place (dialog
+    /// and relay leg); the transferor hears "200 OK" in a NOTIFY and a BYE.
+    fn transfer_answered(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let call = self.calls.get_mut(&key).expect("a fork's call");
+        let Some(transfer) = call.transfer.take() else {
+            return Vec::new();
+        };
+        let side = transfer.from;
+        let (old_rtp, old_profile) = call.party(side).map(|p| (p.local_rtp, p.profile)).expect("answered");
+        let fork = &mut call.forks[i];
+        fork.state = ForkState::Done;
+        let agreed = SdpSession::parse(msg.body()).map_err(|e| e.to_string()).and_then(|a| read_answer(&transfer.offer, &a).map_err(|e| e.0));
+        let dialog = SipMessage::parse(fork.sent.clone()).ok().and_then(|inv| Dialog::as_uac(&inv, msg, &fork.invite.contact).ok());
+        let (Ok(agreed), Some(dialog)) = (agreed, dialog) else {
+            call.transfer = Some(transfer);
+            let mut out = self.ack_and_hang_up(key, i, msg, now);
+            out.extend(self.transfer_failed(key, 488, "Not Acceptable Here", now));
+            return out;
+        };
+        let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
+        let mut out = vec![Transmit { target: fork.target, data: ack.clone() }];
+        let timer = agreed_as_uac(msg).ok().flatten().unwrap_or(SessionTimer {
+            interval: fork.invite.session_expires,
+            refresher: Refresher::Uac,
+            uac_supports: true,
+        });
+        let mut target = Party {
+            target: fork.target,
+            via: fork.invite.via.clone(),
+            sdp: transfer.sdp,
+            local_rtp: old_rtp,
+            agreed,
+            remote_offer: None,
+            ack: Some((fork.invite.cseq, ack)),
+            timer: Some(timer),
+            we_refresh: timer.refresher == Refresher::Uac,
+            timer_due: None,
+            profile: old_profile,
+            dialog,
+        };
+        target.touch_timer(now);
+        let params = leg_params(&target.agreed);
+        let target_id = target.dialog.id.clone();
+        let mut transferor = match side {
+            Side::Caller => std::mem::replace(&mut call.caller, target),
+            Side::Callee => call.callee.replace(target).expect("answered"),
+        };
+        call.state = CallState::Answered;
+        info!(call_id = %call.caller.dialog.id.call_id, "call transferred");
+        if let Some(Media::Running(control)) = &call.media {
+            if let Ok(p) = params {
+                control.send(MediaCommand::UpdateLeg(side.leg(), p));
+            }
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(side.other().leg(), None));
+        }
+        self.call_dialogs.remove(&transferor.dialog.id);
+        self.pending_answers.remove(&transferor.dialog.id);
+        self.call_dialogs.insert(target_id, (key, side));
+        self.set_deadline(key, None);
+        out.extend(self.cancel_transfer_forks_except(key, i, now));
+        if !transfer.transferor_gone {
+            let body = "SIP/2.0 200 OK\r\n";
+            let headers = [("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")];
+            let (notify, _) =
+                transferor.dialog.request(&Method::Notify, &transferor.via, &headers, Some(("message/sipfrag;version=2.0", body.as_bytes())));
+            if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
+                out.push(t);
+            }
+            out.extend(send_bye(&mut self.transactions, &mut transferor, "transferred", now));
+        }
+        out
+    }
+
+    fn cancel_transfer_forks_except(&mut self, key: CallKey, winner: usize, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else {
+            return Vec::new();
+        };
+        let others: Vec<usize> = (call.fork_base..call.forks.len()).filter(|&j| j != winner).collect();
+        others.into_iter().flat_map(|j| self.cancel_fork(key, j, now)).collect()
+    }
+
+    /// The transfer target did not answer: the call goes back to the two
+    /// parties (the transferor may resume it), or ends if the transferor left.
+    fn transfer_failed(&mut self, key: CallKey, code: u16, reason: &str, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let Some(transfer) = call.transfer.take() else {
+            return Vec::new();
+        };
+        call.state = CallState::Answered;
+        info!(call_id = %call.caller.dialog.id.call_id, code, "transfer failed");
+        if let Some(Media::Running(control)) = &call.media {
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(transfer.from.other().leg(), None));
+        }
+        self.set_deadline(key, None);
+        if transfer.transferor_gone {
+            return self.hang_up(key, transfer.from, HangupBy::Caller, "transfer failed", now);
+        }
+        self.notify_transferor(key, transfer.from, code, reason, true, now)
     }
 
     /// The caller acknowledges our reliable provisional response (RFC 3262 §7.2).
@@ -1608,6 +1868,7 @@ impl SipCore {
             out.extend(send_bye(&mut self.transactions, other, reason, now));
         }
         info!(call_id = %call.caller.dialog.id.call_id, by = ?by, reason, "call ended");
+        out.extend(self.cancel_transfer_forks(key, now));
         self.write_cdr(key, Disposition::Answered, 200, "OK", by);
         self.remove_call(key);
         out
