@@ -328,10 +328,15 @@ async fn an_unregistered_endpoint_is_480_and_an_unknown_one_404() {
 
 /// Sets up an answered call caller -> phone A; returns the caller's 200 and A's INVITE.
 fn answered_call(core: &mut SipCore, call_id: &str, t0: Instant) -> (SipMessage, SipMessage) {
-    register_phones(core, &[PHONE_A], t0);
-    let out = dial(core, "1002", call_id, t0);
-    let invite = request_to(&out, PHONE_A, Method::Invite).unwrap();
-    let out = core.handle_message(answer(&invite, PHONE_A, 200, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    answered_call_to(core, "1002", PHONE_A, "ta", call_id, t0)
+}
+
+/// As [`answered_call`], to endpoint `number` registered at `phone`, which answers with `tag`.
+fn answered_call_to(core: &mut SipCore, number: &str, phone: &str, tag: &str, call_id: &str, t0: Instant) -> (SipMessage, SipMessage) {
+    register_as(core, number, &[phone], t0);
+    let out = dial(core, number, call_id, t0);
+    let invite = request_to(&out, phone, Method::Invite).unwrap();
+    let out = core.handle_message(answer(&invite, phone, 200, tag, Some(&callee_sdp(1, "sendrecv"))), src(phone), t0);
     let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
     core.handle_message(caller_request(&ok, "ACK", 2, None), src(CALLER), t0);
     (ok, invite)
@@ -635,4 +640,35 @@ async fn a_failed_blind_transfer_is_reported_and_the_call_goes_on() {
     let out = core.handle_message(refer, src(PHONE_A), t0);
     assert_eq!(status_to(&out, PHONE_A), vec![202]);
     assert_eq!(body(&request_to(&out, PHONE_A, Method::Notify).unwrap()), "SIP/2.0 404 Not Found\r\n");
+}
+
+#[tokio::test]
+async fn an_attended_transfer_joins_the_transferee_and_the_target() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    // The caller talks to 1002 (A), puts it on hold, calls 1003 (B), then joins them.
+    let (ok1, invite_a) = answered_call(&mut core, "consult-1", t0);
+    let (ok2, invite_b) = answered_call_to(&mut core, "1003", PHONE_B, "tb", "consult-2", t0);
+    let replaces = format!("consult-2%3Bto-tag%3D{}%3Bfrom-tag%3Dcaller", ok2.to().unwrap().tag().unwrap());
+    let refer = caller_request(&ok1, "REFER", 3, None);
+    let refer = String::from_utf8_lossy(&refer).replace("Contact:", &format!("Refer-To: <sip:1003@127.0.0.1?Replaces={replaces}>\r\nContact:"));
+    let out = core.handle_message(Bytes::from(refer), src(CALLER), t0);
+    assert_eq!(status_to(&out, CALLER), vec![202]);
+    assert_eq!(body(&request_to(&out, CALLER, Method::Notify).unwrap()), "SIP/2.0 100 Trying\r\n");
+    // B is moved onto the first call's relay port (the one the caller used there).
+    let reinvite = request_to(&out, PHONE_B, Method::Invite).expect("the target is re-INVITEd");
+    assert_eq!(reinvite.call_id(), invite_b.call_id(), "in its own dialog");
+    let caller_port = body(&ok1).lines().find(|l| l.starts_with("m=audio")).unwrap().split(' ').nth(1).unwrap().to_string();
+    assert!(body(&reinvite).contains(&format!("m=audio {caller_port} ")), "{}", body(&reinvite));
+    let out = core.handle_message(answer(&reinvite, PHONE_B, 200, "tb", Some(&callee_sdp(2, "sendrecv"))), src(PHONE_B), t0);
+    assert!(request_to(&out, PHONE_B, Method::Ack).is_some());
+    let to_caller = sent_to(&out, CALLER);
+    assert_eq!(to_caller.iter().filter(|m| m.method() == Some(&Method::Bye)).count(), 2, "released from both calls");
+    assert!(to_caller.iter().any(|m| m.method() == Some(&Method::Notify) && body(m) == "SIP/2.0 200 OK\r\n"));
+    assert!(sent_to(&out, PHONE_A).is_empty(), "the transferee is not disturbed");
+    assert_eq!(core.call_count(), 1, "one call left: A with B");
+    // A hangs up: B gets the BYE.
+    let out = core.handle_message(phone_request(&invite_a, PHONE_A, "ta", "BYE", 1, None), src(PHONE_A), t0);
+    assert!(request_to(&out, PHONE_B, Method::Bye).is_some());
+    assert_eq!(core.call_count(), 0);
 }

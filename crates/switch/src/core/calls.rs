@@ -67,6 +67,9 @@ pub(crate) enum ClientRole {
     Offer(CallKey, Side),
     /// Our session refresh (RFC 4028) to this side.
     Refresh(CallKey, Side),
+    /// An attended transfer: the re-INVITE moving the party on side `target.1`
+    /// of call `target.0` onto the transferor's place in `into`.
+    Replace { into: (CallKey, Side), target: (CallKey, Side) },
 }
 
 /// One side of an established call.
@@ -976,6 +979,7 @@ impl SipCore {
             ClientRole::Fork(key, i) => self.fork_response(key, i, msg, status, now),
             ClientRole::Offer(key, side) => self.offer_response(key, side, msg, status, now),
             ClientRole::Refresh(key, side) => self.refresh_response(key, side, msg, status, now),
+            ClientRole::Replace { into, target } => self.replace_response(into, target, msg, status, now),
         }
     }
 
@@ -992,6 +996,7 @@ impl SipCore {
                 out
             }
             ClientRole::Refresh(key, _) => self.end_call(key, HangupBy::Switch, "session refresh timed out", now),
+            ClientRole::Replace { into: (key, side), .. } => self.notify_transferor(key, side, 408, "Request Timeout", true, now),
         }
     }
 
@@ -1419,8 +1424,8 @@ impl SipCore {
             return self.reply(req, tx, 400, "Bad Request (Refer-To missing or malformed)", &[], now);
         };
         let uri = target.uri.to_string();
-        if uri.split_once('?').is_some_and(|(_, headers)| headers.to_ascii_lowercase().contains("replaces=")) {
-            return self.reply(req, tx, 501, "Not Implemented (attended transfer)", &[], now);
+        if let Some(replaces) = replaces_param(&uri) {
+            return self.attended_transfer(req, tx, key, side, &replaces, now);
         }
         let number = sip_transport::header::Uri::parse(&uri).ok().and_then(|u| u.user_unescaped()).unwrap_or_default();
         let party = call.party(side).expect("looked up");
@@ -1479,6 +1484,156 @@ impl SipCore {
         }
         self.set_deadline(key, Some(now + ring_timeout));
         out.extend(self.notify_transferor(key, side, 100, "Trying", false, now));
+        out
+    }
+
+    /// REFER with Replaces (RFC 3891), as phones do an attended transfer: the
+    /// transferor talks to the transferee in this call and to the target in
+    /// another call through us, and asks them to be joined. The target is moved
+    /// (re-INVITE onto this call's relay leg) into the transferor's place; the
+    /// transferor is released from both calls.
+    fn attended_transfer(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        key: CallKey,
+        side: Side,
+        replaces: &DialogId,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let mut out = self.reply(req, tx, 202, "Accepted", &[], now);
+        // The dialog as the transferor names it, or seen from the other end.
+        let flipped = DialogId {
+            call_id: replaces.call_id.clone(),
+            local_tag: replaces.remote_tag.clone(),
+            remote_tag: replaces.local_tag.clone(),
+        };
+        let found = self.call_dialogs.get(replaces).or_else(|| self.call_dialogs.get(&flipped)).copied();
+        let Some((other_key, other_side)) = found.filter(|&(k, _)| k != key) else {
+            out.extend(self.notify_transferor(key, side, 481, "Call/Transaction Does Not Exist", true, now));
+            return out;
+        };
+        let ready = |k: CallKey| self.calls.get(&k).is_some_and(|c| c.state == CallState::Answered && c.relayed.is_none());
+        if !ready(key) || !ready(other_key) {
+            out.extend(self.notify_transferor(key, side, 491, "Request Pending", true, now));
+            return out;
+        }
+        let call = &self.calls[&key];
+        let (transferor, transferee) = (call.party(side).expect("answered"), call.party(side.other()).expect("answered"));
+        let (place, mut audio) = (transferor.local_rtp, transferee.agreed.audio.clone());
+        audio.codecs.truncate(1);
+        audio.direction = Direction::SendRecv;
+        let Some(target) = self.calls.get_mut(&other_key).and_then(|c| c.party_mut(other_side.other())) else {
+            out.extend(self.notify_transferor(key, side, 481, "Call/Transaction Does Not Exist", true, now));
+            return out;
+        };
+        audio.rtcp_mux = target.agreed.audio.rtcp_mux;
+        let body = target.sdp.offer(place, &audio).to_string();
+        let (request, _) =
+            target.dialog.request(&Method::Invite, &target.via, &[("Allow", ALLOW)], Some(("application/sdp", body.as_bytes())));
+        match self.transactions.send_request(request, target.target, now) {
+            Ok((cid, t)) => {
+                self.client_txs.insert(cid, ClientRole::Replace { into: (key, side), target: (other_key, other_side.other()) });
+                out.push(t);
+                out.extend(self.notify_transferor(key, side, 100, "Trying", false, now));
+            }
+            Err(why) => {
+                warn!(why, "could not re-INVITE the transfer target");
+                out.extend(self.notify_transferor(key, side, 500, "Server Internal Error", true, now));
+            }
+        }
+        out
+    }
+
+    /// The target of an attended transfer answered our re-INVITE.
+    fn replace_response(
+        &mut self,
+        (key, side): (CallKey, Side),
+        (other_key, target_side): (CallKey, Side),
+        msg: &SipMessage,
+        status: u16,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        if status < 200 {
+            return Vec::new();
+        }
+        let Some(target) = self.calls.get_mut(&other_key).and_then(|c| c.party_mut(target_side)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let agreed = if (200..300).contains(&status) {
+            target.dialog.on_response(msg);
+            let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+            let ack = target.dialog.ack(seq, &target.via, None);
+            out.push(Transmit { target: target.target, data: ack.clone() });
+            target.ack = Some((seq, ack));
+            let offer = target.sdp.last_sent().cloned();
+            SdpSession::parse(msg.body())
+                .map_err(|e| e.to_string())
+                .and_then(|a| read_answer(offer.as_ref().ok_or("no offer")?, &a).map_err(|e| e.0))
+        } else {
+            Err(format!("the target answered {status}"))
+        };
+        let agreed = match agreed {
+            Ok(a) => a,
+            Err(why) => {
+                info!(why, "attended transfer failed");
+                let code = if status >= 300 { status } else { 488 };
+                out.extend(self.notify_transferor(key, side, code, sip_transport::writer::reason_phrase(code), true, now));
+                return out;
+            }
+        };
+        // The target's old call ends: the transferor is released from it, the
+        // target's party moves out.
+        self.write_cdr(other_key, Disposition::Answered, 200, "OK", HangupBy::Caller);
+        let Some(mut old) = self.calls.remove(&other_key) else { return out };
+        if let Some(at) = old.armed.take() {
+            self.call_deadlines.remove(&(at, other_key));
+        }
+        let (mut released, mut target) = match target_side {
+            Side::Callee => (old.caller, old.callee.take().expect("answered")),
+            Side::Caller => (old.callee.take().expect("answered"), old.caller),
+        };
+        drop(old.media.take());
+        self.call_dialogs.remove(&released.dialog.id);
+        self.pending_answers.remove(&released.dialog.id);
+        out.extend(send_bye(&mut self.transactions, &mut released, "transferred", now));
+        // ...and takes the transferor's place in this call.
+        let Some(call) = self.calls.get_mut(&key) else { return out };
+        let Some(place) = call.party(side) else { return out };
+        target.local_rtp = place.local_rtp;
+        target.profile = place.profile;
+        target.agreed = agreed;
+        target.touch_timer(now);
+        let params = leg_params(&target.agreed);
+        self.call_dialogs.insert(target.dialog.id.clone(), (key, side));
+        let mut transferor = match side {
+            Side::Caller => std::mem::replace(&mut call.caller, target),
+            Side::Callee => call.callee.replace(target).expect("answered"),
+        };
+        info!(call_id = %call.caller.dialog.id.call_id, "attended transfer done");
+        if let Some(Media::Running(control)) = &call.media {
+            if let Ok(p) = params {
+                control.send(MediaCommand::UpdateLeg(side.leg(), p));
+            }
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(side.other().leg(), None));
+        }
+        self.call_dialogs.remove(&transferor.dialog.id);
+        self.pending_answers.remove(&transferor.dialog.id);
+        self.rearm(key);
+        let body = "SIP/2.0 200 OK\r\n";
+        let headers = [("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")];
+        let (notify, _) = transferor.dialog.request(
+            &Method::Notify,
+            &transferor.via,
+            &headers,
+            Some(("message/sipfrag;version=2.0", body.as_bytes())),
+        );
+        if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
+            out.push(t);
+        }
+        out.extend(send_bye(&mut self.transactions, &mut transferor, "transferred", now));
         out
     }
 
@@ -1995,6 +2150,29 @@ impl Call {
             Side::Callee => self.callee.as_mut(),
         }
     }
+}
+
+/// The dialog a Refer-To URI's `Replaces` header names (RFC 3891 §6.1:
+/// `?Replaces=call-id%3Bto-tag%3DX%3Bfrom-tag%3DY`), as the transferor sees it:
+/// to-tag the remote tag, from-tag its own.
+fn replaces_param(uri: &str) -> Option<DialogId> {
+    let (_, headers) = uri.split_once('?')?;
+    let value = headers.split('&').find_map(|h| {
+        let (name, value) = h.split_once('=')?;
+        name.eq_ignore_ascii_case("replaces").then_some(value)
+    })?;
+    let value = sip_transport::header::percent_decode(value);
+    let mut parts = value.split(';');
+    let call_id = parts.next()?.trim().to_string();
+    let (mut to_tag, mut from_tag) = (None, None);
+    for p in parts {
+        match p.split_once('=') {
+            Some((n, v)) if n.trim().eq_ignore_ascii_case("to-tag") => to_tag = Some(v.trim().to_string()),
+            Some((n, v)) if n.trim().eq_ignore_ascii_case("from-tag") => from_tag = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    Some(DialogId { call_id, local_tag: to_tag?, remote_tag: from_tag? })
 }
 
 /// Whether the caller requires reliable provisional responses.
