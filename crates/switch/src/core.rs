@@ -364,13 +364,7 @@ impl SipCore {
             RequestOutcome::Merged(tx) => self.reply(&req, tx, 482, "Loop Detected (merged request)", &[], now),
             RequestOutcome::Retransmission(t) => t.into_iter().collect(),
             RequestOutcome::AckAbsorbed => Vec::new(),
-            RequestOutcome::Ack2xx => {
-                // The ACK of our 2xx ends its retransmission (§13.3.1.4).
-                if let Some(id) = DialogId::of_request(msg) {
-                    self.pending_answers.remove(&id);
-                }
-                Vec::new()
-            }
+            RequestOutcome::Ack2xx => self.ack_received(msg, now),
             RequestOutcome::Cancel { cancel, invite } => {
                 // The CANCEL is answered at once; the INVITE, if it is still
                 // ringing, gets 487 (RFC 3261 §9.2).

@@ -88,12 +88,14 @@ fn dial(core: &mut SipCore, number: &str, call_id: &str, now: Instant) -> Vec<Tr
 
 /// As [`dial`], with `extra` header lines in the INVITE.
 fn dial_with(core: &mut SipCore, number: &str, call_id: &str, extra: &str, now: Instant) -> Vec<Transmit> {
+    // An INVITE without SDP when `extra` says so (a delayed offer).
+    let (content_type, sdp) = if extra.contains("X-No-Offer") { ("", "") } else { ("Content-Type: application/sdp\r\n", CALLER_SDP) };
     let invite = |branch: &str, cseq: u32, auth: &str| {
         Bytes::from(format!(
             "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch={branch}\r\nMax-Forwards: 70\r\n\
 From: \"Alice\" <sip:1001@127.0.0.1>;tag=caller\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n\
-Contact: <sip:1001@{CALLER}>\r\n{extra}{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{CALLER_SDP}",
-            CALLER_SDP.len()
+Contact: <sip:1001@{CALLER}>\r\n{extra}{auth}{content_type}Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
         ))
     };
     let out = core.handle_message(invite(&format!("z9hG4bK{call_id}1"), 1, ""), source(0, CALLER), now);
@@ -671,4 +673,36 @@ async fn an_attended_transfer_joins_the_transferee_and_the_target() {
     let out = core.handle_message(phone_request(&invite_a, PHONE_A, "ta", "BYE", 1, None), src(PHONE_A), t0);
     assert!(request_to(&out, PHONE_B, Method::Bye).is_some());
     assert_eq!(core.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_delayed_offer_is_answered_with_ours_and_the_ack_carries_the_answer() {
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    register_phones(&core, &[PHONE_A], t0);
+    let out = dial_with(&mut core, "1002", "late", "X-No-Offer: 1\r\n", t0);
+    let invite = request_to(&out, PHONE_A, Method::Invite).expect("the callee gets our offer");
+    assert!(body(&invite).contains("RTP/AVP 0 8 101"), "PCMU, PCMA, events: {}", body(&invite));
+    // A 183 with SDP cannot carry our offer to the caller unreliably: relayed without it.
+    let out = core.handle_message(answer(&invite, PHONE_A, 183, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    let progress = sent_to(&out, CALLER);
+    assert_eq!(progress[0].status(), Some(183));
+    assert!(progress[0].body().is_empty());
+    let out = core.handle_message(answer(&invite, PHONE_A, 200, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
+    let offer = body(&ok);
+    assert!(offer.contains("RTP/AVP 8 101"), "our offer: what the callee took: {offer}");
+    // The ACK answers it; an ACK with an unusable answer would end the call.
+    let answer_sdp = CALLER_SDP.replace("RTP/AVP 0 8 101", "RTP/AVP 8 101");
+    assert!(core.handle_message(caller_request(&ok, "ACK", 2, Some(&answer_sdp)), src(CALLER), t0).is_empty());
+    assert_eq!(core.call_count(), 1);
+
+    // The echo line too; there an answer without a common codec ends the call.
+    let out = dial_with(&mut core, "6000", "late-echo", "X-No-Offer: 1\r\n", t0);
+    let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
+    assert!(body(&ok).contains("RTP/AVP 0 8 101"));
+    let bad = CALLER_SDP.replace("RTP/AVP 0 8 101", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "a=rtpmap:18 G729/8000\r\n");
+    let out = core.handle_message(caller_request(&ok, "ACK", 2, Some(&bad)), src(CALLER), t0);
+    assert!(request_to(&out, CALLER, Method::Bye).is_some(), "BYE after an unusable answer");
+    assert_eq!(core.call_count(), 1);
 }

@@ -85,6 +85,8 @@ pub(crate) struct Party {
     agreed: AudioAgreement,
     /// The last offer this side made (a re-INVITE repeating it is a refresh).
     remote_offer: Option<SdpSession>,
+    /// Our offer in a 2xx to an INVITE without SDP, answered in the ACK.
+    awaiting_answer: Option<SdpSession>,
     /// Our last ACK for a 2xx on this side (CSeq, message), sent again when the
     /// 2xx is retransmitted.
     ack: Option<(u32, Bytes)>,
@@ -296,21 +298,28 @@ impl SipCore {
         req: &Req<'_>,
         tx: ServerTxId,
         now: Instant,
-    ) -> Result<(SdpSession, AudioAgreement, SessionTimer), Vec<Transmit>> {
+    ) -> Result<(Option<SdpSession>, AudioAgreement, SessionTimer), Vec<Transmit>> {
         if self.media.is_none() {
             return Err(self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now));
         }
-        if req.msg.body().is_empty() {
-            // Answering an offerless INVITE needs our offer in the 2xx; not yet.
-            return Err(self.reply(req, tx, 488, "Not Acceptable Here (an SDP offer is required)", &[], now));
-        }
-        let offer = match SdpSession::parse(req.msg.body()) {
-            Ok(o) => o,
-            Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
-        };
-        let agreed = match negotiate(&offer, Direction::SendRecv) {
-            Ok(agreed) => agreed,
-            Err(e) => return Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+        let (offer, agreed) = if req.msg.body().is_empty() {
+            // A delayed offer: ours goes in the 2xx, the answer comes in the ACK.
+            let ours = AudioAgreement {
+                media_index: 0,
+                audio: AudioParams::tandem_default(),
+                remote_rtp: None,
+                remote_rtcp: None,
+            };
+            (None, ours)
+        } else {
+            let offer = match SdpSession::parse(req.msg.body()) {
+                Ok(o) => o,
+                Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
+            };
+            match negotiate(&offer, Direction::SendRecv) {
+                Ok(agreed) => (Some(offer), agreed),
+                Err(e) => return Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+            }
         };
         match negotiate_as_uas(req.msg, &self.settings.session_timer) {
             Ok(UasTimer::Use(timer)) => Ok((offer, agreed, timer)),
@@ -355,6 +364,7 @@ impl SipCore {
             local_rtp,
             agreed,
             remote_offer: None,
+            awaiting_answer: None,
             ack: None,
             timer: Some(timer),
             we_refresh: timer.refresher == Refresher::Uas,
@@ -390,8 +400,16 @@ impl SipCore {
             Ok(p) => p,
             Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
         };
-        let answer = caller.sdp.answer(&offer, &caller.agreed, local_rtp).to_string();
-        caller.remote_offer = Some(offer);
+        let answer = match &offer {
+            Some(offer) => caller.sdp.answer(offer, &caller.agreed, local_rtp),
+            None => {
+                let ours = caller.sdp.offer(local_rtp, &caller.agreed.audio);
+                caller.awaiting_answer = Some(ours.clone());
+                ours
+            }
+        }
+        .to_string();
+        caller.remote_offer = offer;
         caller.dialog.confirm();
         let key = self.new_call_key();
         let media = self.media.as_ref().expect("checked").echo(leg, params);
@@ -506,13 +524,13 @@ impl SipCore {
         };
         // The callee is offered what the caller offered and we can relay, in the
         // caller's direction and payload types (so the common case needs no rewriting).
-        let offered_direction = offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
+        let offered_direction = offer.as_ref().and_then(|o| o.audio()).map(offered_direction).unwrap_or(Direction::SendRecv);
         let callee_params =
             AudioParams { direction: offered_direction, rtcp_mux: false, ..caller.agreed.audio.clone() };
         let mut callee_sdp = LocalSession::new(rand::random(), callee_leg.local_rtp().ip());
         let callee_offer = callee_sdp.offer(callee_leg.local_rtp(), &callee_params);
         let body = Bytes::from(callee_offer.to_string());
-        caller.remote_offer = Some(offer);
+        caller.remote_offer = offer;
 
         let key = self.new_call_key();
         let from_user = match &callees {
@@ -1207,7 +1225,7 @@ impl SipCore {
         let (code, reason) = if sdp.is_some() {
             (183, "Session Progress")
         } else {
-            (status.min(182), msg.reason().unwrap_or("Ringing"))
+            (status, msg.reason().unwrap_or("Ringing"))
         };
         let reason = reason.to_string();
         self.respond_caller(key, code, &reason, sdp.as_deref(), now)
@@ -1221,7 +1239,21 @@ impl SipCore {
         let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string())?;
         let callee = read_answer(our_offer, &answer).map_err(|e| e.0)?;
         let callee_direction = answer.audio().map(|a| a.direction).unwrap_or(Direction::SendRecv);
-        let caller_offer = call.caller.remote_offer.as_ref().ok_or("no caller offer")?;
+        let Some(caller_offer) = call.caller.remote_offer.as_ref() else {
+            // The caller sent no offer: ours goes in the 2xx (never in an
+            // unreliable 183), with what the callee took, in its payload types.
+            if msg.status().is_some_and(|s| s < 200) {
+                return Err("no early media without the caller's offer".into());
+            }
+            let caller_agreed = AudioAgreement { audio: callee.audio.clone(), remote_rtp: None, remote_rtcp: None, media_index: 0 };
+            let ours = call.caller.sdp.offer(call.caller.local_rtp, &caller_agreed.audio);
+            call.caller.awaiting_answer = Some(ours.clone());
+            let params = (leg_params(&caller_agreed)?, leg_params(&callee)?);
+            call.caller.agreed = caller_agreed;
+            call.callee_agreed = Some((callee, *callee_rtp));
+            self.start_or_update_media(key, params);
+            return Ok(ours.to_string());
+        };
         let offered = caller_offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
         let mut caller_audio = call.caller.agreed.audio.restricted_to(&callee.audio).map_err(|e| e.0)?;
         caller_audio.direction = answer_direction(offered, callee_direction);
@@ -1235,15 +1267,21 @@ impl SipCore {
         call.callee_agreed = Some((callee, *callee_rtp));
         call.caller.agreed = caller_agreed;
         call.early_answer.get_or_insert_with(|| caller_sdp.clone());
+        self.start_or_update_media(key, (caller_params, callee_params));
+        Ok(caller_sdp)
+    }
+
+    /// Bridges the two legs at the callee's first SDP; later SDPs (another
+    /// fork's, or the 2xx after a 183) update the callee's leg.
+    fn start_or_update_media(&mut self, key: CallKey, (caller_params, callee_params): (LegParams, LegParams)) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
         match call.media.take() {
             Some(Media::Allocated(legs)) => {
                 let (caller, callee_leg) = *legs;
-                let media = self.media.as_ref().ok_or("no relay")?.bridge(
-                    caller,
-                    callee_leg,
-                    BridgeParams { a: caller_params, b: callee_params },
-                );
-                call.media = Some(Media::Running(spawn_media_task(key, media, self.media_reports.clone())));
+                if let Some(relay) = &self.media {
+                    let media = relay.bridge(caller, callee_leg, BridgeParams { a: caller_params, b: callee_params });
+                    call.media = Some(Media::Running(spawn_media_task(key, media, self.media_reports.clone())));
+                }
             }
             Some(Media::Running(control)) => {
                 control.send(MediaCommand::UpdateLeg(Leg::B, callee_params));
@@ -1251,7 +1289,32 @@ impl SipCore {
             }
             None => {}
         }
-        Ok(caller_sdp)
+    }
+
+    /// The ACK of our 2xx: it ends the retransmissions (§13.3.1.4) and, after
+    /// an INVITE without SDP, carries the answer to our offer. An unusable
+    /// answer ends the call (§13.3.1.4: the UAS then sends BYE).
+    pub(super) fn ack_received(&mut self, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let Some(id) = DialogId::of_request(msg) else { return Vec::new() };
+        self.pending_answers.remove(&id);
+        let Some(&(key, side)) = self.call_dialogs.get(&id) else { return Vec::new() };
+        let Some(call) = self.calls.get_mut(&key) else { return Vec::new() };
+        let Some(party) = call.party_mut(side) else { return Vec::new() };
+        let Some(ours) = party.awaiting_answer.take() else { return Vec::new() };
+        let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string()).and_then(|a| read_answer(&ours, &a).map_err(|e| e.0));
+        match answer.and_then(|agreed| Ok((leg_params(&agreed)?, agreed))) {
+            Ok((params, agreed)) => {
+                party.agreed = agreed;
+                if let Some(Media::Running(control)) = &call.media {
+                    control.send(MediaCommand::UpdateLeg(side.leg(), params));
+                }
+                Vec::new()
+            }
+            Err(why) => {
+                warn!(why, "the answer in the ACK is not usable");
+                self.end_call(key, HangupBy::Switch, "no usable answer in the ACK", now)
+            }
+        }
     }
 }
 
@@ -1318,6 +1381,7 @@ impl SipCore {
             local_rtp: callee_rtp,
             agreed: callee_agreed,
             remote_offer: None,
+            awaiting_answer: None,
             ack: Some((fork.invite.cseq, ack)),
             // The callee's 2xx says who refreshes; without one we do (RFC 4028 §7.2).
             timer: Some(callee_timer),
@@ -1699,6 +1763,7 @@ impl SipCore {
             local_rtp: old_rtp,
             agreed,
             remote_offer: None,
+            awaiting_answer: None,
             ack: Some((fork.invite.cseq, ack)),
             timer: Some(timer),
             we_refresh: timer.refresher == Refresher::Uac,
@@ -1807,6 +1872,10 @@ impl SipCore {
             // An UPDATE without SDP (a plain refresh) gets none back.
             let bodyless_update = *req.method == Method::Update && req.msg.body().is_empty();
             let sdp = party.sdp.last_sent().map(|s| s.to_string()).filter(|_| !bodyless_update);
+            if req.msg.body().is_empty() && *req.method == Method::Invite {
+                // Our SDP is an offer here; the ACK answers it.
+                party.awaiting_answer = party.sdp.last_sent().cloned();
+            }
             return self.answer_in_dialog(req.msg, tx, req.source.remote, key, side, sdp.as_deref(), now);
         }
         if call.relayed.is_some() {
