@@ -340,3 +340,51 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 pub fn is_bench_run() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
+
+/// Whether something listens on loopback `port` (TCP) or has it bound (UDP), from /proc.
+pub fn listening(port: u16, tcp: bool) -> bool {
+    let table = std::fs::read_to_string(if tcp { "/proc/net/tcp" } else { "/proc/net/udp" }).unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    // Fields: slot, local address, remote address, state (0A: TCP LISTEN).
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&local.as_str()) && (!tcp || f.get(3) == Some(&"0A"))
+    })
+}
+
+/// SIPp as a server (a carrier's registrar or gateway) on 127.0.0.1:`port`,
+/// running `scenario` once (30 s at most). Returns once it listens; the handle gives its success and output.
+pub fn sipp_server(scenario: &str, port: u16, transport: &str) -> std::thread::JoinHandle<(bool, String)> {
+    require_tool("sipp", "sip-tester");
+    assert!(!listening(port, transport == "t1"), "port {port} is taken: SIPp cannot listen there");
+    let dir: PathBuf = std::env::temp_dir().join(format!("tandem-e2e-{}-server-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(&dir)
+        .arg("-sf")
+        .arg(sipp_dir().join(scenario))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", transport])
+        .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-trace_err", "-nostdin"])
+        .stdin(Stdio::null());
+    let handle = std::thread::spawn(move || {
+        let out = cmd.output().expect("run sipp (Debian package sip-tester)");
+        let errors: String = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        let text =
+            format!("{}\n{}\n{errors}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    });
+    // A REGISTER sent before SIPp listens would be lost (over TCP, not even retransmitted).
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !listening(port, transport == "t1") {
+        assert!(!handle.is_finished() && std::time::Instant::now() < end, "SIPp did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    handle
+}
