@@ -26,6 +26,7 @@ fn settings() -> CoreSettings {
         [("1001", "demo1001"), ("1002", "demo1002")].iter().map(|(u, p)| (u.to_string(), EndpointSettings { password: p.to_string() })).collect();
     CoreSettings {
         user_agent: "fuzz".into(),
+        session_timer: Default::default(),
         listeners: vec![
             ListenerInfo { profile: Profile::Internal, transport: Transport::Udp, addr: "127.0.0.1:5060".parse().unwrap() },
             ListenerInfo { profile: Profile::External, transport: Transport::Udp, addr: "127.0.0.1:5080".parse().unwrap() },

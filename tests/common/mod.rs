@@ -25,6 +25,8 @@ pub struct Switch {
     /// (profile, transport in lower case, bound address) of every listener.
     pub listeners: Vec<(String, String, SocketAddr)>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread reading the log; it ends when the process does.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 fn unique_dir(name: &str) -> PathBuf {
@@ -84,7 +86,7 @@ tcp = ["127.0.0.1:0"]
         let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("tandem is running") {
                     let _ = ready_tx.send(());
@@ -111,7 +113,7 @@ tcp = ["127.0.0.1:0"]
                 )
             })
             .collect();
-        Switch { child, dir, listeners, log }
+        Switch { child, dir, listeners, log, reader: Some(reader) }
     }
 
     /// The first listener of a profile and transport in an address family.
@@ -166,6 +168,18 @@ tcp = ["127.0.0.1:0"]
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM, then every line the switch logged, its last ones included.
+    pub fn stop_and_log(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let reader = self.reader.take();
+        let log = self.log.clone();
+        let status = self.stop();
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        let lines = log.lock().unwrap().clone();
+        (status, lines)
     }
 }
 

@@ -15,7 +15,7 @@ use dialog_layer::auth::{AuthOutcome, DigestAuthenticator};
 use dialog_layer::guard::{AuthGuard, GuardDecision};
 use dialog_layer::registrar::{InMemoryLocation, LocationService, RegisterOutcome, Registrar};
 use dialog_layer::transaction::{
-    BRANCH_PREFIX, RequestOutcome, ResponseOutcome, ServerTxId, TransactionLayer, Transmit, TxEvent,
+    BRANCH_PREFIX, ClientTxId, RequestOutcome, ResponseOutcome, ServerTxId, TransactionLayer, Transmit, TxEvent,
 };
 use sip_transport::header::{NameAddr, Uri, Via};
 use sip_transport::transport::response_target;
@@ -26,22 +26,22 @@ use tracing::{debug, info, warn};
 use std::collections::{BTreeSet, HashMap};
 
 use dialog_layer::dialog::{AnswerTimer, DialogId, PendingAnswer};
-use dialog_layer::transaction::ClientTxId;
 use media_relay::MediaRelay;
 use tokio::sync::mpsc;
 
 use crate::cdr::CdrSink;
 use crate::media::{CallKey, MediaReport};
 use crate::settings::{CoreSettings, Profile};
+use crate::stats::CoreStats;
+use crate::trunk_registration::{TrunkIndex, TrunkRegistrations};
 
 mod calls;
 use calls::{Call, ClientRole, Side};
-use crate::stats::CoreStats;
 
 /// Methods the switch accepts (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, REFER";
 /// Option tags the switch supports (the Supported header); extensions arrive with later features.
-pub const SUPPORTED: &[&str] = &[];
+pub const SUPPORTED: &[&str] = &["timer", "100rel"];
 /// How often expired registrations are swept (lookups filter them exactly anyway).
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// Retry-After for 503 when the transaction table is full.
@@ -62,6 +62,7 @@ pub struct SipCore {
     stats: CoreStats,
     /// The media relay; without one, destinations that need media answer 503.
     media: Option<MediaRelay>,
+    music_on_hold: Option<std::sync::Arc<media_relay::Prompt>>,
     calls: HashMap<CallKey, Call>,
     next_call: CallKey,
     /// Every dialog of every call (caller's and callee's side), for in-dialog requests.
@@ -77,6 +78,9 @@ pub struct SipCore {
     media_reports: mpsc::UnboundedSender<MediaReport>,
     media_reports_rx: Option<mpsc::UnboundedReceiver<MediaReport>>,
     cdr: Option<CdrSink>,
+    /// Our registrations with carriers, and which trunk each REGISTER transaction is for.
+    trunk_registrations: TrunkRegistrations,
+    trunk_register_txs: HashMap<ClientTxId, TrunkIndex>,
 }
 
 /// The parts of a validated request the checks below need.
@@ -94,6 +98,7 @@ impl SipCore {
         let auth = DigestAuthenticator::new(settings.digest.clone(), now);
         let guard = AuthGuard::new(settings.guard.clone());
         let (media_reports, media_reports_rx) = mpsc::unbounded_channel();
+        let trunk_registrations = TrunkRegistrations::new(&settings, now);
         SipCore {
             settings,
             transactions,
@@ -105,6 +110,7 @@ impl SipCore {
             next_sweep: now + EXPIRY_SWEEP,
             stats: CoreStats::default(),
             media: None,
+            music_on_hold: None,
             calls: HashMap::new(),
             next_call: 0,
             call_dialogs: HashMap::new(),
@@ -115,12 +121,20 @@ impl SipCore {
             media_reports,
             media_reports_rx: Some(media_reports_rx),
             cdr: None,
+            trunk_registrations,
+            trunk_register_txs: HashMap::new(),
         }
     }
 
     /// Media through this relay (needs a tokio runtime when calls are answered).
     pub fn with_media(mut self, relay: MediaRelay) -> Self {
         self.media = Some(relay);
+        self
+    }
+
+    /// Played to a party on hold.
+    pub fn with_music_on_hold(mut self, prompt: std::sync::Arc<media_relay::Prompt>) -> Self {
+        self.music_on_hold = Some(prompt);
         self
     }
 
@@ -141,6 +155,11 @@ impl SipCore {
 
     pub fn settings(&self) -> &CoreSettings {
         &self.settings
+    }
+
+    /// Each registering trunk's state with its carrier.
+    pub fn trunk_registrations(&self) -> &TrunkRegistrations {
+        &self.trunk_registrations
     }
 
     pub fn location(&self) -> &InMemoryLocation {
@@ -175,6 +194,9 @@ impl SipCore {
         for p in self.pending_answers.values() {
             t = t.min(p.poll_timeout());
         }
+        if let Some(r) = self.trunk_registrations.poll_timeout() {
+            t = t.min(r);
+        }
         Some(t)
     }
 
@@ -183,10 +205,13 @@ impl SipCore {
         for ev in self.transactions.handle_timeout(now) {
             match ev {
                 TxEvent::Transmit(t) => out.push(t),
-                TxEvent::ClientTimeout(id) => {
-                    debug!(?id, "client transaction timed out");
-                    out.extend(self.call_timeout(id, now));
-                }
+                TxEvent::ClientTimeout(id) => match self.trunk_register_txs.remove(&id) {
+                    Some(trunk) => self.trunk_registrations.on_timeout(trunk, now),
+                    None => {
+                        debug!(?id, "client transaction timed out");
+                        out.extend(self.call_timeout(id, now));
+                    }
+                },
                 TxEvent::ServerAckTimeout(id) => debug!(?id, "no ACK for final response"),
             }
         }
@@ -196,6 +221,9 @@ impl SipCore {
             }
             let (tx, data) = entry.remove();
             out.extend(self.transactions.respond(tx, data, now));
+        }
+        for (trunk, register, target) in self.trunk_registrations.handle_timeout(now) {
+            out.extend(self.send_trunk_register(trunk, register, target, now));
         }
         let due: Vec<DialogId> =
             self.pending_answers.iter().filter(|(_, p)| p.poll_timeout() <= now).map(|(id, _)| id.clone()).collect();
@@ -261,10 +289,32 @@ impl SipCore {
         let mut out: Vec<Transmit> = ack.into_iter().collect();
         match outcome {
             ResponseOutcome::Stray => debug!(remote = %source.remote, "dropped stray response"),
+            ResponseOutcome::Final(id) if self.trunk_register_txs.contains_key(&id) => {
+                let trunk = self.trunk_register_txs.remove(&id).expect("checked");
+                if let Some((register, target)) = self.trunk_registrations.on_response(trunk, msg, now) {
+                    out.extend(self.send_trunk_register(trunk, register, target, now));
+                }
+            }
             ResponseOutcome::Provisional(cid) | ResponseOutcome::Final(cid) => out.extend(self.call_response(cid, msg, now)),
             ResponseOutcome::Absorbed(_) => {}
         }
         out
+    }
+
+    /// Starts the client transaction of a trunk's REGISTER; a REGISTER that
+    /// cannot go out counts as timed out, so the trunk retries after its backoff.
+    fn send_trunk_register(&mut self, trunk: TrunkIndex, register: Bytes, target: Target, now: Instant) -> Option<Transmit> {
+        match self.transactions.send_request(register, target, now) {
+            Ok((id, t)) => {
+                self.trunk_register_txs.insert(id, trunk);
+                Some(t)
+            }
+            Err(why) => {
+                warn!(why, "could not send a trunk REGISTER");
+                self.trunk_registrations.on_timeout(trunk, now);
+                None
+            }
+        }
     }
 
     fn handle_request(&mut self, msg: &SipMessage, source: Source, now: Instant) -> Vec<Transmit> {
@@ -314,13 +364,7 @@ impl SipCore {
             RequestOutcome::Merged(tx) => self.reply(&req, tx, 482, "Loop Detected (merged request)", &[], now),
             RequestOutcome::Retransmission(t) => t.into_iter().collect(),
             RequestOutcome::AckAbsorbed => Vec::new(),
-            RequestOutcome::Ack2xx => {
-                // The ACK of our 2xx ends its retransmission (§13.3.1.4).
-                if let Some(id) = DialogId::of_request(msg) {
-                    self.pending_answers.remove(&id);
-                }
-                Vec::new()
-            }
+            RequestOutcome::Ack2xx => self.ack_received(msg, now),
             RequestOutcome::Cancel { cancel, invite } => {
                 // The CANCEL is answered at once; the INVITE, if it is still
                 // ringing, gets 487 (RFC 3261 §9.2).
@@ -345,7 +389,13 @@ impl SipCore {
         let msg = req.msg;
         match req.method {
             Method::Ack => return Vec::new(),
-            Method::Invite | Method::Options | Method::Register | Method::Bye | Method::Update => {}
+            Method::Invite
+            | Method::Options
+            | Method::Register
+            | Method::Bye
+            | Method::Update
+            | Method::Prack
+            | Method::Refer => {}
             _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
         }
         if self.is_loop(msg) {
@@ -383,7 +433,7 @@ impl SipCore {
         }
         // Requests inside a dialog belong to its call; the dialog (its unguessable
         // tags) is their authentication (RFC 3261 §12.2.2).
-        if matches!(req.method, Method::Invite | Method::Bye | Method::Update) {
+        if matches!(req.method, Method::Invite | Method::Bye | Method::Update | Method::Prack | Method::Refer) {
             match DialogId::of_request(msg) {
                 Some(id) => return self.in_dialog(req, tx, &id, now),
                 None if *req.method != Method::Invite => {

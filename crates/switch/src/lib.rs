@@ -8,6 +8,7 @@ pub mod media;
 pub mod sdp;
 pub mod settings;
 pub mod stats;
+pub mod trunk_registration;
 
 pub use crate::core::SipCore;
 pub use settings::{

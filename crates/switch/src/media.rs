@@ -2,7 +2,9 @@
 //! owns its [`CallMedia`], applies the core's commands in order and reports
 //! media events back. The core never waits on media.
 
-use media_relay::{CallMedia, Leg, LegParams, MediaEvent, Mode};
+use std::sync::Arc;
+
+use media_relay::{CallMedia, Leg, LegParams, MediaEvent, Mode, Prompt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -18,6 +20,8 @@ pub(crate) enum MediaCommand {
     /// New remote address hint and payload types of a leg (an SDP changed).
     UpdateLeg(Leg, LegParams),
     SetMode(Mode),
+    /// Loop a prompt to a leg (`None` stops it).
+    Play(Leg, Option<Arc<Prompt>>),
 }
 
 /// The core's handle on a call's media. Dropping it stops the media and gives
@@ -55,6 +59,7 @@ pub(crate) fn spawn_media_task(
                     let result = match command {
                         Some(MediaCommand::UpdateLeg(leg, params)) => media.update_leg(leg, params).await,
                         Some(MediaCommand::SetMode(mode)) => media.set_mode(mode).await,
+                        Some(MediaCommand::Play(leg, prompt)) => media.play(leg, prompt).await,
                         None => break,
                     };
                     if let Err(e) = result {

@@ -89,6 +89,8 @@ pub struct TrunkRegister {
 #[derive(Clone, Debug)]
 pub struct CoreSettings {
     pub user_agent: String,
+    /// RFC 4028 session timers on both sides of every call.
+    pub session_timer: dialog_layer::session_timer::SessionTimerConfig,
     pub listeners: Vec<ListenerInfo>,
     pub endpoints: HashMap<String, EndpointSettings>,
     pub trunks: Vec<TrunkSettings>,

@@ -1,125 +1,14 @@
 //! The SIP core driven directly with bytes and a fake clock.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dialog_layer::auth::{Algorithm, DigestConfig};
-use dialog_layer::guard::GuardConfig;
-use dialog_layer::registrar::{LocationService, RegistrarConfig};
-use dialog_layer::transaction::{TimerConfig, Transmit};
-use md5::{Digest, Md5};
-use sip_transport::{HeaderName, SipMessage, Source, Transport};
-use switch::dialplan::{Destination, DialPlan, NumberMatch, Rule, Template};
-use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, SipCore, TrunkSettings};
+use dialog_layer::registrar::LocationService;
+use sip_transport::{HeaderName, SipMessage, Transport};
+use switch::SipCore;
 
-const INTERNAL: &str = "127.0.0.1:5060";
-const EXTERNAL: &str = "127.0.0.1:5080";
-
-fn settings() -> CoreSettings {
-    let endpoints: HashMap<String, EndpointSettings> = (1001..=1003)
-        .map(|n| (n.to_string(), EndpointSettings { password: format!("demo{n}") }))
-        .collect();
-    CoreSettings {
-        user_agent: "Tandem-test".into(),
-        listeners: vec![
-            ListenerInfo { profile: Profile::Internal, transport: Transport::Udp, addr: INTERNAL.parse().unwrap() },
-            ListenerInfo { profile: Profile::External, transport: Transport::Udp, addr: EXTERNAL.parse().unwrap() },
-        ],
-        endpoints,
-        trunks: vec![TrunkSettings {
-            name: "carrier".into(),
-            networks: vec!["192.0.2.0/24".parse().unwrap()],
-            gateway: None,
-            credentials: None,
-            register: None,
-            from_user: None,
-        }],
-        timers: TimerConfig::default(),
-        max_transactions: 1000,
-        digest: DigestConfig {
-            realm: "tandem".into(),
-            nonce_lifetime: Duration::from_secs(300),
-            algorithms: vec![Algorithm::Md5],
-            max_tracked_nonces: 1000,
-        },
-        guard: GuardConfig {
-            free_failures: 3,
-            delay_step: Duration::from_millis(500),
-            max_delay: Duration::from_secs(4),
-            ban_after: 10,
-            window: Duration::from_secs(60),
-            ban_for: Duration::from_secs(300),
-            max_tracked: 1000,
-        },
-        registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
-        dialplan: DialPlan {
-            internal: vec![
-                Rule::new(NumberMatch::Exact("486".into()), Destination::Hangup { status: 486 }, Duration::from_secs(30)).unwrap(),
-                Rule::new(NumberMatch::Exact("6000".into()), Destination::Echo, Duration::from_secs(30)).unwrap(),
-                Rule::new(NumberMatch::pattern("10[0-9]{2}").unwrap(), Destination::Endpoint(Template::parse("$0").unwrap()), Duration::from_secs(30)).unwrap(),
-            ],
-            external: Vec::new(),
-        },
-    }
-}
-
-fn source(listener: usize, remote: &str) -> Source {
-    let local = if listener == 0 { INTERNAL } else { EXTERNAL };
-    Source {
-        transport: Transport::Udp,
-        remote: remote.parse().unwrap(),
-        local: local.parse().unwrap(),
-        listener,
-        flow: None,
-    }
-}
-
-fn one(out: Vec<Transmit>) -> (SipMessage, SocketAddr) {
-    assert_eq!(out.len(), 1, "expected exactly one message out");
-    let t = out.into_iter().next().unwrap();
-    (SipMessage::parse(t.data).unwrap(), t.target.remote)
-}
-
-fn register(user: &str, branch: &str, cseq: u32, auth: Option<&str>, extra: &str) -> Bytes {
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    Bytes::from(format!(
-        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
-Via: SIP/2.0/UDP 10.0.0.5:5062;branch={branch};rport\r\n\
-Max-Forwards: 70\r\n\
-From: <sip:{user}@127.0.0.1>;tag=abc\r\n\
-To: <sip:{user}@127.0.0.1>\r\n\
-Call-ID: reg-{user}@10.0.0.5\r\n\
-CSeq: {cseq} REGISTER\r\n\
-Contact: <sip:{user}@10.0.0.5:5062>\r\n\
-{auth}{extra}Content-Length: 0\r\n\r\n"
-    ))
-}
-
-fn hex_md5(s: &str) -> String {
-    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Answers a WWW-Authenticate challenge the way a phone would.
-fn credentials(challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> String {
-    credentials_for("REGISTER", challenge, user, password, uri, nc)
-}
-
-fn credentials_for(method: &str, challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> String {
-    let param = |name: &str| {
-        let i = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-        challenge[i..i + challenge[i..].find('"').unwrap()].to_string()
-    };
-    let (realm, nonce) = (param("realm"), param("nonce"));
-    let ha1 = hex_md5(&format!("{user}:{realm}:{password}"));
-    let ha2 = hex_md5(&format!("{method}:{uri}"));
-    let nc = format!("{nc:08x}");
-    let response = hex_md5(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
-    format!(
-        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc={nc}"
-    )
-}
+mod common;
+use common::*;
 
 #[test]
 fn register_is_challenged_then_accepted() {
@@ -355,4 +244,53 @@ fn echo_without_a_media_relay_is_503() {
     let t0 = Instant::now();
     let mut core = SipCore::new(settings(), t0);
     assert_eq!(call(&mut core, "6000", "echo-2", t0).status(), Some(503), "no media relay");
+}
+
+/// The carrier's answer to one of our REGISTERs, as it arrives.
+fn carrier_answer(req: &SipMessage, status: u16, headers: &[(&str, &str)]) -> Bytes {
+    let mut w = sip_transport::writer::response_to(req, EXTERNAL.parse().unwrap(), status, "Carrier", Some("c1"));
+    for (name, value) in headers {
+        w.header(name, value);
+    }
+    w.finish_empty()
+}
+
+#[test]
+fn a_registering_trunk_goes_through_client_transactions() {
+    use dialog_layer::registration::RegistrationState;
+    use switch::{Credentials, Gateway, TrunkRegister};
+
+    let carrier = "192.0.2.10:5060";
+    let mut s = settings();
+    s.trunks[0].gateway = Some(Gateway { domain: carrier.into(), addr: carrier.parse().unwrap(), transport: Transport::Udp });
+    s.trunks[0].credentials = Some(Credentials { username: "acct77".into(), password: "s3cret".into() });
+    s.trunks[0].register =
+        Some(TrunkRegister { user: "4420001".into(), expires: 600, retry_min: Duration::from_secs(5), retry_max: Duration::from_secs(60) });
+    let t0 = Instant::now();
+    let mut core = SipCore::new(s, t0);
+    assert_eq!(core.poll_timeout(), Some(t0), "the first REGISTER is due at once");
+    let (register, to) = one(core.handle_timeout(t0));
+    assert_eq!(to, carrier.parse().unwrap());
+    assert_eq!(register.first(HeaderName::Contact), Some("<sip:4420001@127.0.0.1:5080>"), "from the external listener");
+
+    // The challenge is answered at once; the 200 makes the trunk registered.
+    let challenge = carrier_answer(&register, 401, &[("WWW-Authenticate", "Digest realm=\"carrier\", nonce=\"n1\", algorithm=MD5")]);
+    let (again, _) = one(core.handle_message(challenge, source(1, carrier), t0));
+    assert!(again.first(HeaderName::Authorization).is_some_and(|a| a.contains("username=\"acct77\"")));
+    assert!(core.handle_message(carrier_answer(&again, 200, &[("Expires", "120")]), source(1, carrier), t0).is_empty());
+    assert_eq!(core.trunk_registrations().state("carrier"), Some(&RegistrationState::Registered { until: t0 + Duration::from_secs(120) }));
+    assert_eq!(core.trunk_registrations().counts(), (1, 0));
+
+    // The refresh (at 90 s) goes unanswered: retransmitted over UDP until timer F fails it.
+    let refresh_at = t0 + Duration::from_secs(90);
+    let mut sent = 0;
+    while let Some(t) = core.poll_timeout().filter(|&t| t <= refresh_at + Duration::from_secs(33)) {
+        sent += core.handle_timeout(t).iter().filter(|m| m.target.remote == carrier.parse().unwrap()).count();
+    }
+    assert!(sent > 3, "the refresh and its retransmissions: {sent}");
+    assert!(matches!(
+        core.trunk_registrations().state("carrier"),
+        Some(RegistrationState::Failed { status: 408, retry_at, .. }) if *retry_at == refresh_at + Duration::from_secs(32 + 5)
+    ));
+    assert_eq!(core.trunk_registrations().counts(), (0, 1));
 }

@@ -5,20 +5,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialog_layer::auth::{Algorithm, DigestConfig};
 use dialog_layer::guard::GuardConfig;
 use dialog_layer::registrar::RegistrarConfig;
+use dialog_layer::session_timer::SessionTimerConfig;
 use dialog_layer::transaction::TimerConfig;
 use ipnet::IpNet;
 use serde::Deserialize;
 use sip_transport::Transport;
 use sip_transport::driver::ListenerSpec;
 use switch::dialplan::{DialPlan, Destination, NumberMatch, Rule, Template};
-use switch::{CoreSettings, EndpointSettings, ListenerInfo, Profile, TrunkSettings};
-use media_relay::RelayConfig;
+use switch::{CoreSettings, Credentials, EndpointSettings, Gateway, ListenerInfo, Profile, TrunkRegister, TrunkSettings};
+use media_relay::{Prompt, RelayConfig};
 use toml::Spanned;
 
 /// A configuration error, already worded for the operator.
@@ -41,6 +44,8 @@ pub struct Config {
     /// Endpoints still using their demo password (`demo<ext>`).
     pub demo_endpoints: Vec<String>,
     pub media: RelayConfig,
+    /// Played to a held party; `None` when there is none.
+    pub music_on_hold: Option<Arc<Prompt>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,6 +72,8 @@ struct Media {
     port_min: Spanned<u64>,
     port_max: Spanned<u64>,
     rtp_timeout_s: Spanned<u64>,
+    /// Empty: no music on hold.
+    music_on_hold: Option<Spanned<String>>,
 }
 
 impl Default for Media {
@@ -77,6 +84,7 @@ impl Default for Media {
             port_min: unspanned(20000),
             port_max: unspanned(29999),
             rtp_timeout_s: unspanned(60),
+            music_on_hold: None,
         }
     }
 }
@@ -139,6 +147,8 @@ struct Sip {
     t2_ms: Spanned<u64>,
     t4_ms: Spanned<u64>,
     max_transactions: Spanned<u64>,
+    session_expires_s: Spanned<u64>,
+    min_se_s: Spanned<u64>,
 }
 
 impl Default for Sip {
@@ -151,6 +161,8 @@ impl Default for Sip {
             t2_ms: unspanned(4000),
             t4_ms: unspanned(5000),
             max_transactions: unspanned(1_000_000),
+            session_expires_s: unspanned(1800),
+            min_se_s: unspanned(90),
         }
     }
 }
@@ -252,7 +264,25 @@ struct Endpoint {
 #[serde(deny_unknown_fields)]
 struct Trunk {
     networks: Vec<IpNet>,
+    /// The carrier's side, `host[:port]`: where calls and REGISTERs go.
+    gateway: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    register: Option<Spanned<bool>>,
+    register_user: Option<Spanned<String>>,
+    register_expires_s: Option<Spanned<u64>>,
+    register_retry_min_s: Option<Spanned<u64>>,
+    register_retry_max_s: Option<Spanned<u64>>,
+    from_user: Option<Spanned<String>>,
 }
+
+/// Expiry a trunk asks its carrier for, unless `register_expires_s` says otherwise.
+const TRUNK_REGISTER_EXPIRES_S: u64 = 3600;
+/// First wait after a failed trunk registration, doubled up to the maximum.
+const TRUNK_RETRY_MIN_S: u64 = 30;
+const TRUNK_RETRY_MAX_S: u64 = 600;
 
 fn unspanned<T>(v: T) -> Spanned<T> {
     Spanned::new(0..0, v)
@@ -311,6 +341,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let t2 = src.range(&sip.t2_ms, "sip.t2_ms", t1, 600_000)?;
     let t4 = src.range(&sip.t4_ms, "sip.t4_ms", 1, 600_000)?;
     let max_transactions = src.range(&sip.max_transactions, "sip.max_transactions", 1, 100_000_000)? as usize;
+    // RFC 4028 §5: Min-SE is at least 90 s.
+    let min_se = src.range(&sip.min_se_s, "sip.min_se_s", 90, 86_400)?;
+    let session_expires = src.range(&sip.session_expires_s, "sip.session_expires_s", min_se, 86_400)?;
     if sip.realm.is_empty() || sip.realm.contains(['"', '\\', '\r', '\n']) {
         return Err(ConfigError(format!("{}: sip.realm: must be non-empty, without quotes, backslashes or line breaks", path.display())));
     }
@@ -396,7 +429,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut demo_endpoints = Vec::new();
     for (id, ep) in &raw.endpoints {
         let key = format!("endpoints.{id}");
-        if id.is_empty() || !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c)) {
+        if !is_sip_user(id) {
             return Err(src.err(ep, &key, "is not a valid SIP user name"));
         }
         let password = match (&ep.get_ref().password, &ep.get_ref().password_env) {
@@ -416,17 +449,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     let mut trunks = Vec::new();
     for (name, t) in &raw.trunks {
-        if t.get_ref().networks.is_empty() {
-            return Err(src.err(t, &format!("trunks.{name}.networks"), "must list at least one network"));
-        }
-        trunks.push(TrunkSettings {
-            name: name.clone(),
-            networks: t.get_ref().networks.clone(),
-            gateway: None,
-            credentials: None,
-            register: None,
-            from_user: None,
-        });
+        trunks.push(trunk_settings(&src, name, t, &infos)?);
     }
 
     let m = &raw.media;
@@ -442,6 +465,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         port_max: port_max as u16,
         rtp_timeout: secs(src.range(&m.rtp_timeout_s, "media.rtp_timeout_s", 5, 3600)?),
         ..RelayConfig::default()
+    };
+    // Paths are relative to the working directory, like data_dir. The default
+    // file may be absent (a binary installed without sounds); a named one may not.
+    let music_on_hold = match &m.music_on_hold {
+        None => Prompt::load(DEFAULT_MUSIC_ON_HOLD).ok().map(Arc::new),
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) => Some(Arc::new(Prompt::load(p.get_ref()).map_err(|e| src.err(p, "media.music_on_hold", e.to_string()))?)),
     };
 
     let dialplan = DialPlan {
@@ -459,6 +489,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         listeners,
         core: CoreSettings {
             user_agent: sip.user_agent.clone(),
+            session_timer: SessionTimerConfig { session_expires: session_expires as u32, min_se: min_se as u32 },
             listeners: infos,
             endpoints,
             trunks,
@@ -476,7 +507,205 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         },
         demo_endpoints,
         media,
+        music_on_hold,
     })
+}
+
+/// Music on hold when `media.music_on_hold` is not set.
+const DEFAULT_MUSIC_ON_HOLD: &str = "sounds/moh.wav";
+
+/// A user part for a SIP URI that needs no escaping.
+fn is_sip_user(user: &str) -> bool {
+    !user.is_empty() && user.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c))
+}
+
+/// One `[trunks.NAME]` table: its networks and, optionally, its carrier side.
+fn trunk_settings(
+    src: &Source<'_>,
+    name: &str,
+    spanned: &Spanned<Trunk>,
+    listeners: &[ListenerInfo],
+) -> Result<TrunkSettings, ConfigError> {
+    let key = |k: &str| format!("trunks.{name}.{k}");
+    let t = spanned.get_ref();
+    if t.networks.is_empty() {
+        return Err(src.err(spanned, &key("networks"), "must list at least one network"));
+    }
+    // A key that means nothing without another (transport without gateway,
+    // register_* without register) is an error: a silent no-op would hide a typo.
+    let needs = |value: Option<Range<usize>>, k: &str, what: &str| match value {
+        Some(span) => Err(ConfigError(format!("{}:{}: {}: {what}", src.file.display(), src.line(span.start), key(k)))),
+        None => Ok(()),
+    };
+
+    let gateway = match &t.gateway {
+        Some(g) => {
+            let transport = match &t.transport {
+                Some(v) => match v.get_ref().as_str() {
+                    "udp" => Transport::Udp,
+                    "tcp" => Transport::Tcp,
+                    "tls" => Transport::Tls,
+                    other => {
+                        return Err(src.err(
+                            v,
+                            &key("transport"),
+                            format!("must be \"udp\", \"tcp\" or \"tls\" (got \"{other}\")"),
+                        ));
+                    }
+                },
+                None => Transport::Udp,
+            };
+            let addr = resolve_gateway(g.get_ref(), transport).map_err(|why| src.err(g, &key("gateway"), why))?;
+            let fits = |l: &ListenerInfo| l.transport == transport && l.addr.is_ipv4() == addr.is_ipv4();
+            if !listeners.iter().any(fits) {
+                let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                let why = format!(
+                    "{addr} needs a {} listener on {family} to send from",
+                    transport.as_str().to_ascii_lowercase()
+                );
+                return Err(src.err(g, &key("gateway"), why));
+            }
+            Some(Gateway { domain: g.get_ref().clone(), addr, transport })
+        }
+        None => {
+            needs(t.transport.as_ref().map(Spanned::span), "transport", "is only for a gateway")?;
+            None
+        }
+    };
+
+    let password = match (&t.password, &t.password_env) {
+        (Some(p), None) => Some((p.get_ref().clone(), p, "password")),
+        (None, Some(var)) => {
+            let value = std::env::var(var.get_ref()).map_err(|_| {
+                src.err(var, &key("password_env"), format!("environment variable {} is not set", var.get_ref()))
+            })?;
+            Some((value, var, "password_env"))
+        }
+        (Some(_), Some(var)) => {
+            return Err(src.err(var, &key("password_env"), "needs at most one of password or password_env"));
+        }
+        (None, None) => None,
+    };
+    let credentials = match (&t.username, password) {
+        (Some(user), Some((password, at, which))) => {
+            let u = user.get_ref();
+            if u.is_empty() || u.contains(['"', '\\', '\r', '\n']) {
+                return Err(src.err(
+                    user,
+                    &key("username"),
+                    "must be non-empty, without quotes, backslashes or line breaks",
+                ));
+            }
+            if password.is_empty() {
+                return Err(src.err(at, &key(which), "must not be empty"));
+            }
+            Some(Credentials { username: u.clone(), password })
+        }
+        (Some(user), None) => return Err(src.err(user, &key("username"), "needs password or password_env")),
+        (None, Some((_, at, which))) => return Err(src.err(at, &key(which), "needs username")),
+        (None, None) => None,
+    };
+
+    let user_part = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(u) if !is_sip_user(u.get_ref()) => Err(src.err(u, &key(k), "is not a valid SIP user name")),
+            Some(u) => Ok(Some(u.get_ref().clone())),
+            None => Ok(None),
+        }
+    };
+    let from_user = user_part(&t.from_user, "from_user")?;
+    let register_user = user_part(&t.register_user, "register_user")?;
+
+    let register = match &t.register {
+        Some(r) if *r.get_ref() => {
+            let (Some(_), Some(credentials)) = (&gateway, &credentials) else {
+                let missing: Vec<&str> = [
+                    (gateway.is_none(), "gateway"),
+                    (t.username.is_none(), "username"),
+                    (t.password.is_none() && t.password_env.is_none(), "password (or password_env)"),
+                ]
+                .into_iter()
+                .filter_map(|(missing, what)| missing.then_some(what))
+                .collect();
+                let list = match missing.split_last() {
+                    Some((last, [])) => last.to_string(),
+                    Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                    None => String::new(),
+                };
+                return Err(src.err(r, &key("register"), format!("needs {list}")));
+            };
+            let user = match register_user {
+                Some(u) => u,
+                None if is_sip_user(&credentials.username) => credentials.username.clone(),
+                None => {
+                    return Err(src.err(r, &key("register_user"), "must be set: username is not a valid SIP user name"));
+                }
+            };
+            let seconds = |v: &Option<Spanned<u64>>, k: &str, default: u64, lo: u64, hi: u64| match v {
+                Some(v) => src.range(v, &key(k), lo, hi),
+                None => Ok(default.clamp(lo, hi)),
+            };
+            let expires = seconds(&t.register_expires_s, "register_expires_s", TRUNK_REGISTER_EXPIRES_S, 60, 86_400)?;
+            let retry_min = seconds(&t.register_retry_min_s, "register_retry_min_s", TRUNK_RETRY_MIN_S, 1, 3600)?;
+            let retry_max =
+                seconds(&t.register_retry_max_s, "register_retry_max_s", TRUNK_RETRY_MAX_S, retry_min, 86_400)?;
+            Some(TrunkRegister {
+                user,
+                expires: expires as u32,
+                retry_min: Duration::from_secs(retry_min),
+                retry_max: Duration::from_secs(retry_max),
+            })
+        }
+        _ => {
+            let only = "is only for register = true";
+            needs(t.register_user.as_ref().map(Spanned::span), "register_user", only)?;
+            needs(t.register_expires_s.as_ref().map(Spanned::span), "register_expires_s", only)?;
+            needs(t.register_retry_min_s.as_ref().map(Spanned::span), "register_retry_min_s", only)?;
+            needs(t.register_retry_max_s.as_ref().map(Spanned::span), "register_retry_max_s", only)?;
+            None
+        }
+    };
+
+    Ok(TrunkSettings {
+        name: name.to_string(),
+        networks: t.networks.clone(),
+        gateway,
+        credentials,
+        register,
+        from_user,
+    })
+}
+
+/// `host[:port]` (an IPv6 address in brackets) to the address requests go to,
+/// resolved now. The port defaults to 5060, 5061 over TLS.
+fn resolve_gateway(gateway: &str, transport: Transport) -> Result<SocketAddr, String> {
+    let default_port = if transport == Transport::Tls { 5061 } else { 5060 };
+    if let Ok(addr) = gateway.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = match gateway.rsplit_once(':') {
+        // A bare IPv6 address has colons but no brackets.
+        _ if gateway.starts_with('[') && gateway.ends_with(']') => (&gateway[1..gateway.len() - 1], None),
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (gateway, None),
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("\"{gateway}\": the port must be 1-65535"))?,
+        None => default_port,
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || ".-_:".contains(c);
+    if host.is_empty() || !host.chars().all(valid) {
+        return Err(format!("\"{gateway}\" is not host[:port] (IPv6 in brackets)"));
+    }
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("\"{host}\" has no address")),
+        Err(e) => Err(format!("\"{host}\" does not resolve ({e})")),
+    }
 }
 
 /// Ring timeout of a rule that names none.
@@ -545,6 +774,125 @@ mod tests {
         assert!(c.core.trunk_for("127.0.0.1".parse().unwrap()).is_some());
         assert!(c.core.trunk_for("::1".parse().unwrap()).is_some());
         assert!(c.listeners.iter().any(|l| l.transport == Transport::Tls));
+        let demo = c.core.trunk("demo-trunk").unwrap();
+        assert_eq!(demo.gateway.as_ref().map(|g| g.addr), Some("127.0.0.1:5090".parse().unwrap()));
+        assert!(demo.register.is_none());
+    }
+
+    #[test]
+    fn a_trunk_with_a_gateway_and_a_registration_loads() {
+        let c = parse(
+            Path::new("t.toml"),
+            "[trunks.carrier]\nnetworks = [\"192.0.2.0/24\"]\ngateway = \"127.0.0.1:5090\"\ntransport = \"tcp\"\n\
+username = \"acct77\"\npassword = \"s3cret\"\nregister = true\nregister_user = \"4420001\"\nregister_expires_s = 600\n\
+register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
+[trunks.plain]\nnetworks = [\"198.51.100.0/24\"]\ngateway = \"localhost\"\nusername = \"acct\"\npassword_env = \"PATH\"\nregister = true\n\
+[trunks.v6]\nnetworks = [\"::1/128\"]\ngateway = \"[::1]\"\ntransport = \"tls\"\n",
+        )
+        .unwrap();
+        let t = c.core.trunk("carrier").unwrap();
+        let g = t.gateway.as_ref().unwrap();
+        assert_eq!(
+            (g.domain.as_str(), g.addr, g.transport),
+            ("127.0.0.1:5090", "127.0.0.1:5090".parse().unwrap(), Transport::Tcp)
+        );
+        let creds = t.credentials.as_ref().unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("acct77", "s3cret"));
+        let r = t.register.as_ref().unwrap();
+        assert_eq!(
+            (r.user.as_str(), r.expires, r.retry_min, r.retry_max),
+            ("4420001", 600, Duration::from_secs(1), Duration::from_secs(600))
+        );
+        assert_eq!(t.from_user.as_deref(), Some("4420001"));
+        // The defaults: UDP to port 5060, the username registers for an hour.
+        let t = c.core.trunk("plain").unwrap();
+        let g = t.gateway.as_ref().unwrap();
+        assert_eq!((g.domain.as_str(), g.addr.port(), g.transport), ("localhost", 5060, Transport::Udp));
+        assert!(g.addr.ip().is_loopback());
+        assert_eq!(t.credentials.as_ref().unwrap().password, std::env::var("PATH").unwrap());
+        let r = t.register.as_ref().unwrap();
+        assert_eq!((r.user.as_str(), r.expires, r.retry_min), ("acct", 3600, Duration::from_secs(30)));
+        assert_eq!(t.from_user, None);
+        let t = c.core.trunk("v6").unwrap();
+        assert_eq!(t.gateway.as_ref().unwrap().addr, "[::1]:5061".parse().unwrap());
+        assert!(t.credentials.is_none() && t.register.is_none());
+    }
+
+    #[test]
+    fn trunk_keys_are_checked() {
+        let trunk = |keys: &str| err(&format!("[trunks.c]\nnetworks = [\"192.0.2.0/24\"]\n{keys}"));
+        let e = trunk("gateway = \"nowhere.invalid\"\n");
+        assert!(e.starts_with("t.toml:3: trunks.c.gateway: \"nowhere.invalid\" does not resolve"), "{e}");
+        assert_eq!(
+            trunk("gateway = \"sip:carrier\"\n"),
+            "t.toml:3: trunks.c.gateway: \"sip:carrier\": the port must be 1-65535"
+        );
+        assert_eq!(
+            trunk("gateway = \"carrier example\"\n"),
+            "t.toml:3: trunks.c.gateway: \"carrier example\" is not host[:port] (IPv6 in brackets)"
+        );
+        assert_eq!(
+            trunk("gateway = \"127.0.0.1\"\ntransport = \"sctp\"\n"),
+            "t.toml:4: trunks.c.transport: must be \"udp\", \"tcp\" or \"tls\" (got \"sctp\")"
+        );
+        assert_eq!(trunk("transport = \"tcp\"\n"), "t.toml:3: trunks.c.transport: is only for a gateway");
+        assert_eq!(
+            err(
+                "[profiles.internal]\nudp = [\"127.0.0.1:5060\"]\n[profiles.external]\n[trunks.c]\nnetworks = [\"192.0.2.0/24\"]\ngateway = \"127.0.0.1:5090\"\ntransport = \"tcp\"\n"
+            ),
+            "t.toml:6: trunks.c.gateway: 127.0.0.1:5090 needs a tcp listener on IPv4 to send from"
+        );
+        assert_eq!(trunk("username = \"acct\"\n"), "t.toml:3: trunks.c.username: needs password or password_env");
+        assert_eq!(trunk("password = \"pw\"\n"), "t.toml:3: trunks.c.password: needs username");
+        assert_eq!(
+            trunk("username = \"acct\"\npassword = \"pw\"\npassword_env = \"PATH\"\n"),
+            "t.toml:5: trunks.c.password_env: needs at most one of password or password_env"
+        );
+        assert_eq!(
+            trunk("username = \"acct\"\npassword_env = \"TANDEM_TEST_UNSET_VAR\"\n"),
+            "t.toml:4: trunks.c.password_env: environment variable TANDEM_TEST_UNSET_VAR is not set"
+        );
+        assert_eq!(trunk("username = \"acct\"\npassword = \"\"\n"), "t.toml:4: trunks.c.password: must not be empty");
+        assert_eq!(
+            trunk("username = \"a\\\"b\"\npassword = \"pw\"\n"),
+            "t.toml:3: trunks.c.username: must be non-empty, without quotes, backslashes or line breaks"
+        );
+        assert_eq!(
+            trunk("register = true\n"),
+            "t.toml:3: trunks.c.register: needs gateway, username and password (or password_env)"
+        );
+        assert_eq!(
+            trunk("gateway = \"127.0.0.1\"\nusername = \"acct\"\nregister = true\n"),
+            "t.toml:4: trunks.c.username: needs password or password_env"
+        );
+        assert_eq!(
+            trunk("username = \"acct\"\npassword = \"pw\"\nregister = true\n"),
+            "t.toml:5: trunks.c.register: needs gateway"
+        );
+        let registering = "gateway = \"127.0.0.1\"\nusername = \"acct\"\npassword = \"pw\"\nregister = true\n";
+        assert_eq!(
+            trunk(&format!("{registering}register_expires_s = 30\n")),
+            "t.toml:7: trunks.c.register_expires_s: must be between 60 and 86400 (got 30)"
+        );
+        assert_eq!(
+            trunk(&format!("{registering}register_retry_min_s = 60\nregister_retry_max_s = 10\n")),
+            "t.toml:8: trunks.c.register_retry_max_s: must be between 60 and 86400 (got 10)"
+        );
+        assert_eq!(
+            trunk("username = \"acct@carrier\"\npassword = \"pw\"\ngateway = \"127.0.0.1\"\nregister = true\n"),
+            "t.toml:6: trunks.c.register_user: must be set: username is not a valid SIP user name"
+        );
+        assert_eq!(
+            trunk("register_user = \"4420001\"\n"),
+            "t.toml:3: trunks.c.register_user: is only for register = true"
+        );
+        assert_eq!(
+            trunk("register = false\nregister_expires_s = 600\n"),
+            "t.toml:4: trunks.c.register_expires_s: is only for register = true"
+        );
+        assert_eq!(trunk("from_user = \"a b\"\n"), "t.toml:3: trunks.c.from_user: is not a valid SIP user name");
+        let e = trunk("gatway = \"127.0.0.1\"\n");
+        assert!(e.starts_with("t.toml:") && e.contains("gatway"), "{e}");
     }
 
     #[test]
@@ -577,6 +925,8 @@ mod tests {
         assert!(e.contains("profiles.external.udp: 127.0.0.1:5060 is already used by the internal UDP listener"), "{e}");
         assert_eq!(err("[media]\nport_min = 30000\nport_max = 20000\n"), "t.toml:3: media.port_max: must be between 30001 and 65535 (got 20000)");
         assert_eq!(err("[media]\nadvertise = \"0.0.0.0\"\n"), "t.toml:2: media.advertise: must be an address phones can send to, not 0.0.0.0 or ::");
+        let e = err("[media]\nmusic_on_hold = \"nowhere.wav\"\n");
+        assert!(e.starts_with("t.toml:2: media.music_on_hold: ") && e.contains("nowhere.wav"), "{e}");
         assert_eq!(err("[log]\nformat = \"xml\"\n"), "t.toml:2: log.format: must be \"text\" or \"json\" (got \"xml\")");
     }
 

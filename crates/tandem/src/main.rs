@@ -114,6 +114,13 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     info!(path = %cdr_path.display(), "CDRs are appended here");
 
     let mut core = SipCore::new(cfg.core, Instant::now()).with_media(relay).with_cdr(cdr);
+    match cfg.music_on_hold {
+        Some(moh) => {
+            info!(prompt = moh.name(), seconds = moh.duration().as_secs(), "music on hold loaded");
+            core = core.with_music_on_hold(moh);
+        }
+        None => warn!("no music on hold: held parties hear silence"),
+    }
     let Some(mut media_reports) = core.take_media_reports() else {
         return Err("media reports already taken".into());
     };
@@ -181,10 +188,12 @@ fn log_stats(core: &SipCore, transport: &TransportLayer, now: Instant, last: &mu
     let s = core.stats();
     let t = transport.stats();
     let (aors, bindings) = core.registrations();
+    let (trunks_registered, trunks_failed) = core.trunk_registrations().counts();
     let line = format!(
         "requests={} responses_in={} challenges={} auth_failures={} auth_bans={} auth_refused={} banned_sources={} \
-registrations_ok={} registrations_expired={} aors={aors} bindings={bindings} transactions={} acl_rejected={} \
-overloaded={} dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} events_dropped={}",
+registrations_ok={} registrations_expired={} aors={aors} bindings={bindings} \
+trunks_registered={trunks_registered} trunks_failed={trunks_failed} transactions={} acl_rejected={} overloaded={} \
+dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} events_dropped={}",
         s.requests_in.iter().sum::<u64>(),
         s.responses_in,
         s.challenges,

@@ -16,13 +16,14 @@ use bytes::Bytes;
 use dialog_layer::auth::answer_challenge;
 use dialog_layer::dialog::{Dialog, DialogId, PendingAnswer, new_call_id, new_tag};
 use dialog_layer::registrar::LocationService;
+use dialog_layer::session_timer::{Refresher, SessionTimer, UasTimer, agreed_as_uac, negotiate_as_uas};
 use dialog_layer::transaction::{ClientTxId, ServerTxId, Transmit, cancel_request, new_branch};
 use media_relay::{BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, Mode, PayloadMap};
 use sip_transport::writer::response_to;
 use sip_transport::{HeaderName, MessageWriter, Method, SipMessage, Target, Transport};
 use tracing::{debug, info, warn};
 
-use super::{ALLOW, Req, SipCore, caller_of, dialled_number, to_tag};
+use super::{ALLOW, Req, SUPPORTED, SipCore, caller_of, dialled_number, to_tag};
 use crate::cdr::{Cdr, Disposition, HangupBy};
 use crate::dialplan::Route;
 use crate::media::{CallKey, MediaCommand, MediaControl, spawn_media_task};
@@ -30,6 +31,9 @@ use crate::sdp::{
     AudioAgreement, AudioParams, Direction, LocalSession, SdpSession, answer_direction, negotiate, read_answer,
 };
 use crate::settings::{Credentials, Profile};
+
+/// How long to wait before trying our session refresh again after a 491.
+const RETRY_AFTER_GLARE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The two sides of a call, and the relay leg of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +65,11 @@ pub(crate) enum ClientRole {
     Fork(CallKey, usize),
     /// A re-INVITE or UPDATE relayed to this side.
     Offer(CallKey, Side),
+    /// Our session refresh (RFC 4028) to this side.
+    Refresh(CallKey, Side),
+    /// An attended transfer: the re-INVITE moving the party on side `target.1`
+    /// of call `target.0` onto the transferor's place in `into`.
+    Replace { into: (CallKey, Side), target: (CallKey, Side) },
 }
 
 /// One side of an established call.
@@ -76,9 +85,27 @@ pub(crate) struct Party {
     agreed: AudioAgreement,
     /// The last offer this side made (a re-INVITE repeating it is a refresh).
     remote_offer: Option<SdpSession>,
+    /// Our offer in a 2xx to an INVITE without SDP, answered in the ACK.
+    awaiting_answer: Option<SdpSession>,
     /// Our last ACK for a 2xx on this side (CSeq, message), sent again when the
     /// 2xx is retransmitted.
     ack: Option<(u32, Bytes)>,
+    /// RFC 4028 on this side: the agreed interval, who refreshes, and when our
+    /// refresh is due (we refresh) or by when the peer's must have come.
+    timer: Option<SessionTimer>,
+    we_refresh: bool,
+    timer_due: Option<Instant>,
+    /// Whose dial plan this side's transfers follow.
+    profile: Profile,
+}
+
+impl Party {
+    /// A refresh happened (either way): the session runs for another interval.
+    fn touch_timer(&mut self, now: Instant) {
+        if let Some(t) = &self.timer {
+            self.timer_due = Some(now + if self.we_refresh { t.refresh_after() } else { t.expire_after() });
+        }
+    }
 }
 
 /// The caller's INVITE until it has its final response.
@@ -100,6 +127,11 @@ struct OutboundInvite {
     via: String,
     max_forwards: u8,
     body: Bytes,
+    /// RFC 4028: what we ask for (raised by a 422).
+    session_expires: u32,
+    min_se: u32,
+    /// Our answer to a trunk's challenge (header name, value).
+    authorization: Option<(&'static str, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +156,10 @@ struct Fork {
     /// For a trunk: our answer to its challenge, given once.
     credentials: Option<Credentials>,
     challenged: bool,
+    /// A 422 (session interval too small) is followed once.
+    raised_interval: bool,
+    /// The early dialog of the last reliable provisional response (for PRACK).
+    early: Option<Dialog>,
     /// Final status, for choosing what the caller gets.
     status: Option<u16>,
 }
@@ -151,6 +187,9 @@ enum Media {
 enum CallState {
     Ringing,
     Answered,
+    /// Answered, and one side asked to be replaced by a new callee (REFER):
+    /// the transfer target's forks ring.
+    Transferring,
     /// The caller has its final response or was hung up on; waiting for forks
     /// to finish (a late 2xx is acknowledged and hung up) or the clean-up deadline.
     Ending,
@@ -170,8 +209,42 @@ pub(crate) struct Call {
     callee_agreed: Option<(AudioAgreement, SocketAddr)>,
     media: Option<Media>,
     relayed: Option<RelayedOffer>,
+    /// The ring timeout, or the end of the clean-up wait.
     deadline: Option<Instant>,
+    /// The time this call is in `call_deadlines` for: the earliest of
+    /// `deadline`, the parties' session timers and a reliable provisional's
+    /// retransmission.
+    armed: Option<Instant>,
+    /// The caller requires reliable provisional responses (RFC 3262).
+    caller_requires_100rel: bool,
+    last_rseq: u32,
+    /// Our reliable provisional response waiting for its PRACK.
+    unacked_provisional: Option<ReliableProvisional>,
+    /// A blind transfer in progress, and where its forks start in `forks`.
+    transfer: Option<Transfer>,
+    fork_base: usize,
     record: Record,
+}
+
+/// A blind transfer (RFC 3515): `from` sent REFER and is replaced by whoever
+/// answers the forks; the other side keeps its dialog and media leg.
+struct Transfer {
+    from: Side,
+    /// The transferor hung up before the target answered.
+    transferor_gone: bool,
+    /// Our offer to the target, on the transferor's relay leg.
+    sdp: LocalSession,
+    offer: SdpSession,
+}
+
+/// A provisional response sent reliably (RFC 3262 §3): resent at T1, 2×T1,
+/// 4×T1… until its PRACK, given up after 64×T1.
+struct ReliableProvisional {
+    rseq: u32,
+    transmit: Transmit,
+    next: Instant,
+    interval: std::time::Duration,
+    give_up: Instant,
 }
 
 /// What the CDR says.
@@ -182,6 +255,16 @@ struct Record {
     start: SystemTime,
     answer: Option<SystemTime>,
     written: bool,
+}
+
+/// One INVITE to send for a call: Request-URI, To, where to, and the
+/// credentials for a trunk's challenge.
+type CalleeTarget = (String, String, Target, Option<Credentials>);
+
+/// Who the callee sees calling.
+struct CallerId {
+    display: Option<String>,
+    user: String,
 }
 
 /// Where a routed call rings.
@@ -209,27 +292,42 @@ impl SipCore {
     }
 
     /// The checks an offer must pass before anything is allocated: the caller's
-    /// SDP negotiated, and a relay present.
+    /// SDP negotiated, its session timer (RFC 4028) agreed, and a relay present.
     fn caller_offer(
         &mut self,
         req: &Req<'_>,
         tx: ServerTxId,
         now: Instant,
-    ) -> Result<(SdpSession, AudioAgreement), Vec<Transmit>> {
+    ) -> Result<(Option<SdpSession>, AudioAgreement, SessionTimer), Vec<Transmit>> {
         if self.media.is_none() {
             return Err(self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now));
         }
-        if req.msg.body().is_empty() {
-            // Answering an offerless INVITE needs our offer in the 2xx; not yet.
-            return Err(self.reply(req, tx, 488, "Not Acceptable Here (an SDP offer is required)", &[], now));
-        }
-        let offer = match SdpSession::parse(req.msg.body()) {
-            Ok(o) => o,
-            Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
+        let (offer, agreed) = if req.msg.body().is_empty() {
+            // A delayed offer: ours goes in the 2xx, the answer comes in the ACK.
+            let ours = AudioAgreement {
+                media_index: 0,
+                audio: AudioParams::tandem_default(),
+                remote_rtp: None,
+                remote_rtcp: None,
+            };
+            (None, ours)
+        } else {
+            let offer = match SdpSession::parse(req.msg.body()) {
+                Ok(o) => o,
+                Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
+            };
+            match negotiate(&offer, Direction::SendRecv) {
+                Ok(agreed) => (Some(offer), agreed),
+                Err(e) => return Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+            }
         };
-        match negotiate(&offer, Direction::SendRecv) {
-            Ok(agreed) => Ok((offer, agreed)),
-            Err(e) => Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+        match negotiate_as_uas(req.msg, &self.settings.session_timer) {
+            Ok(UasTimer::Use(timer)) => Ok((offer, agreed, timer)),
+            Ok(UasTimer::TooSmall { min_se }) => {
+                let min_se = min_se.to_string();
+                Err(self.reply(req, tx, 422, "Session Interval Too Small", &[("Min-SE", &min_se)], now))
+            }
+            Err(why) => Err(self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now)),
         }
     }
 
@@ -252,6 +350,7 @@ impl SipCore {
         &self,
         req: &Req<'_>,
         agreed: AudioAgreement,
+        timer: SessionTimer,
         local_rtp: SocketAddr,
     ) -> Result<Party, &'static str> {
         let relay_ip = self.media.as_ref().map(|m| m.config().advertise_ip).unwrap_or(local_rtp.ip());
@@ -265,7 +364,12 @@ impl SipCore {
             local_rtp,
             agreed,
             remote_offer: None,
+            awaiting_answer: None,
             ack: None,
+            timer: Some(timer),
+            we_refresh: timer.refresher == Refresher::Uas,
+            timer_due: None,
+            profile: req.profile,
         })
     }
 
@@ -277,7 +381,7 @@ impl SipCore {
     /// The `echo` destination: negotiate the caller's offer, anchor one media leg
     /// in echo mode, answer 200 with our SDP and keep the call until BYE.
     fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
-        let (offer, agreed) = match self.caller_offer(req, tx, now) {
+        let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
             Ok(o) => o,
             Err(out) => return out,
         };
@@ -292,12 +396,20 @@ impl SipCore {
             Err(out) => return out,
         };
         let local_rtp = leg.local_rtp();
-        let mut caller = match self.caller_party(req, agreed, local_rtp) {
+        let mut caller = match self.caller_party(req, agreed, timer, local_rtp) {
             Ok(p) => p,
             Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
         };
-        let answer = caller.sdp.answer(&offer, &caller.agreed, local_rtp).to_string();
-        caller.remote_offer = Some(offer);
+        let answer = match &offer {
+            Some(offer) => caller.sdp.answer(offer, &caller.agreed, local_rtp),
+            None => {
+                let ours = caller.sdp.offer(local_rtp, &caller.agreed.audio);
+                caller.awaiting_answer = Some(ours.clone());
+                ours
+            }
+        }
+        .to_string();
+        caller.remote_offer = offer;
         caller.dialog.confirm();
         let key = self.new_call_key();
         let media = self.media.as_ref().expect("checked").echo(leg, params);
@@ -314,6 +426,12 @@ impl SipCore {
             media: Some(Media::Running(control)),
             relayed: None,
             deadline: None,
+            armed: None,
+            caller_requires_100rel: requires_100rel(req.msg),
+            last_rseq: 0,
+            unacked_provisional: None,
+            transfer: None,
+            fork_base: 0,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -324,35 +442,49 @@ impl SipCore {
             },
             caller,
         };
-        let out = self.answer_with_sdp(req.msg, tx, req.source.remote, &call.caller, &answer, now);
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         self.calls.insert(key, call);
-        out
+        self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now)
     }
 
-    /// A 200 with SDP to an INVITE (or re-INVITE) from `party`'s side; an INVITE's
+    /// Our 200 to an INVITE, re-INVITE or UPDATE from `side` (with our SDP, if
+    /// any): with the session timer of that side, which it renews. An INVITE's
     /// 2xx is then resent until its ACK.
-    fn answer_with_sdp(
+    #[allow(clippy::too_many_arguments)]
+    fn answer_in_dialog(
         &mut self,
         msg: &SipMessage,
         tx: ServerTxId,
         remote: SocketAddr,
-        party: &Party,
-        sdp: &str,
+        key: CallKey,
+        side: Side,
+        sdp: Option<&str>,
         now: Instant,
     ) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        party.touch_timer(now);
         let mut w = response_to(msg, remote, 200, "OK", Some(&party.dialog.id.local_tag));
         w.header("Contact", &party.dialog.local_contact);
         w.header("Allow", ALLOW);
+        w.header("Supported", SUPPORTED.join(", "));
+        for (name, value) in party.timer.iter().flat_map(SessionTimer::response_headers) {
+            w.header(name, value);
+        }
         w.header("Server", &self.settings.user_agent);
         self.stats.count_response(200);
-        let data = w.finish(Some("application/sdp"), sdp.as_bytes());
+        let data = match sdp {
+            Some(body) => w.finish(Some("application/sdp"), body.as_bytes()),
+            None => w.finish_empty(),
+        };
+        let dialog = party.dialog.id.clone();
+        self.rearm(key);
         let Some(sent) = self.transactions.respond(tx, data, now) else {
             return Vec::new();
         };
         if msg.method() == Some(&Method::Invite) {
-            self.pending_answers
-                .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+            self.pending_answers.insert(dialog, PendingAnswer::new(sent.clone(), &self.settings.timers, now));
         }
         vec![sent]
     }
@@ -369,41 +501,11 @@ impl SipCore {
         now: Instant,
     ) -> Vec<Transmit> {
         // Where the INVITEs go, before anything is allocated.
-        let (targets, destination) = match &callees {
-            Callees::Endpoint(id) => {
-                if !self.settings.endpoints.contains_key(id) {
-                    return self.reply(req, tx, 404, "Not Found", &[], now);
-                }
-                let bindings = self.registrar.location().bindings(id, now);
-                if bindings.is_empty() {
-                    return self.reply(req, tx, 480, "Temporarily Unavailable (not registered)", &[], now);
-                }
-                let targets: Vec<(String, String, Target, Option<Credentials>)> = bindings
-                    .iter()
-                    .map(|b| (b.contact.clone(), format!("<sip:{id}@{}>", b.source.local), b.target(), None))
-                    .collect();
-                (targets, format!("endpoint:{id}"))
-            }
-            Callees::Trunk { name, number } => {
-                let Some(trunk) = self.settings.trunk(name) else {
-                    return self.reply(req, tx, 404, "Not Found", &[], now);
-                };
-                let Some(gateway) = &trunk.gateway else {
-                    warn!(trunk = %name, "a call to a trunk without gateway");
-                    return self.reply(req, tx, 503, "Service Unavailable (trunk has no gateway)", &[], now);
-                };
-                let Some(listener) = self.settings.listener_for(Profile::External, gateway.transport, gateway.addr)
-                else {
-                    warn!(trunk = %name, transport = %gateway.transport, "no listener can reach the trunk's gateway");
-                    return self.reply(req, tx, 503, "Service Unavailable (no route to the trunk)", &[], now);
-                };
-                let uri = format!("sip:{number}@{}", gateway.domain);
-                let target =
-                    Target { transport: gateway.transport, remote: gateway.addr, flow: None, listener: Some(listener) };
-                (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
-            }
+        let (targets, destination) = match self.callee_targets(&callees, now) {
+            Ok(t) => t,
+            Err((code, reason)) => return self.reply(req, tx, code, reason, &[], now),
         };
-        let (offer, agreed) = match self.caller_offer(req, tx, now) {
+        let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
             Ok(o) => o,
             Err(out) => return out,
         };
@@ -416,19 +518,19 @@ impl SipCore {
             Ok(l) => l,
             Err(out) => return out,
         };
-        let mut caller = match self.caller_party(req, agreed, caller_leg.local_rtp()) {
+        let mut caller = match self.caller_party(req, agreed, timer, caller_leg.local_rtp()) {
             Ok(p) => p,
             Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
         };
         // The callee is offered what the caller offered and we can relay, in the
         // caller's direction and payload types (so the common case needs no rewriting).
-        let offered_direction = offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
+        let offered_direction = offer.as_ref().and_then(|o| o.audio()).map(offered_direction).unwrap_or(Direction::SendRecv);
         let callee_params =
             AudioParams { direction: offered_direction, rtcp_mux: false, ..caller.agreed.audio.clone() };
         let mut callee_sdp = LocalSession::new(rand::random(), callee_leg.local_rtp().ip());
         let callee_offer = callee_sdp.offer(callee_leg.local_rtp(), &callee_params);
         let body = Bytes::from(callee_offer.to_string());
-        caller.remote_offer = Some(offer);
+        caller.remote_offer = offer;
 
         let key = self.new_call_key();
         let from_user = match &callees {
@@ -448,47 +550,9 @@ impl SipCore {
         self.stats.count_response(100);
         out.extend(self.transactions.respond(tx, trying, now));
 
-        let mut forks = Vec::new();
-        for (uri, to, target, credentials) in targets {
-            let Some(listener) = target.listener.and_then(|i| self.settings.listeners.get(i)) else {
-                continue;
-            };
-            let (transport, local) = (listener.transport, listener.addr);
-            let from = match &display {
-                Some(d) => format!("{d} <sip:{from_user}@{local}>;tag={}", new_tag()),
-                None => format!("<sip:{from_user}@{local}>;tag={}", new_tag()),
-            };
-            let invite = OutboundInvite {
-                uri,
-                from,
-                to,
-                call_id: new_call_id(&local.ip().to_string()),
-                cseq: 1,
-                contact: our_contact(transport, local),
-                via: our_via(transport, local),
-                max_forwards,
-                body: body.clone(),
-            };
-            let sent = invite.write(&self.settings.user_agent, None);
-            match self.transactions.send_request(sent.clone(), target, now) {
-                Ok((cid, t)) => {
-                    self.client_txs.insert(cid, ClientRole::Fork(key, forks.len()));
-                    out.push(t);
-                    forks.push(Fork {
-                        tx: cid,
-                        invite,
-                        sent,
-                        target,
-                        state: ForkState::Calling,
-                        cancel: false,
-                        credentials,
-                        challenged: false,
-                        status: None,
-                    });
-                }
-                Err(why) => warn!(why, "could not send an INVITE to a callee"),
-            }
-        }
+        let caller_id = CallerId { display, user: from_user };
+        let (forks, sent) = self.send_forks(key, 0, targets, &caller_id, max_forwards, &body, now);
+        out.extend(sent);
         if forks.is_empty() {
             out.extend(self.reply(req, tx, 503, "Service Unavailable", &[("Retry-After", "5")], now));
             return out;
@@ -505,6 +569,12 @@ impl SipCore {
             media: Some(Media::Allocated(Box::new((caller_leg, callee_leg)))),
             relayed: None,
             deadline: None,
+            armed: None,
+            caller_requires_100rel: requires_100rel(req.msg),
+            last_rseq: 0,
+            unacked_provisional: None,
+            transfer: None,
+            fork_base: 0,
             record: Record {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
@@ -522,42 +592,240 @@ impl SipCore {
         out
     }
 
+    /// One INVITE per target, each its own dialog-to-be, all with the same SDP offer.
+    #[allow(clippy::too_many_arguments)]
+    fn send_forks(
+        &mut self,
+        key: CallKey,
+        first_index: usize,
+        targets: Vec<CalleeTarget>,
+        caller_id: &CallerId,
+        max_forwards: u8,
+        body: &Bytes,
+        now: Instant,
+    ) -> (Vec<Fork>, Vec<Transmit>) {
+        let mut forks = Vec::new();
+        let mut out = Vec::new();
+        for (uri, to, target, credentials) in targets {
+            let Some(listener) = target.listener.and_then(|i| self.settings.listeners.get(i)) else {
+                continue;
+            };
+            let (transport, local) = (listener.transport, listener.addr);
+            let from = match &caller_id.display {
+                Some(d) => format!("{d} <sip:{}@{local}>;tag={}", caller_id.user, new_tag()),
+                None => format!("<sip:{}@{local}>;tag={}", caller_id.user, new_tag()),
+            };
+            let invite = OutboundInvite {
+                uri,
+                from,
+                to,
+                call_id: new_call_id(&local.ip().to_string()),
+                cseq: 1,
+                contact: our_contact(transport, local),
+                via: our_via(transport, local),
+                max_forwards,
+                body: body.clone(),
+                session_expires: self.settings.session_timer.session_expires,
+                min_se: self.settings.session_timer.min_se,
+                authorization: None,
+            };
+            let sent = invite.write(&self.settings.user_agent);
+            match self.transactions.send_request(sent.clone(), target, now) {
+                Ok((cid, t)) => {
+                    self.client_txs.insert(cid, ClientRole::Fork(key, first_index + forks.len()));
+                    out.push(t);
+                    forks.push(Fork {
+                        tx: cid,
+                        invite,
+                        sent,
+                        target,
+                        state: ForkState::Calling,
+                        cancel: false,
+                        credentials,
+                        challenged: false,
+                        raised_interval: false,
+                        early: None,
+                        status: None,
+                    });
+                }
+                Err(why) => warn!(why, "could not send an INVITE to a callee"),
+            }
+        }
+        (forks, out)
+    }
+
+    /// Where a call to `callees` rings: (Request-URI, To, target, credentials)
+    /// per INVITE, and the destination as the CDR names it; or the status for
+    /// the caller when it cannot ring.
+    fn callee_targets(&self, callees: &Callees, now: Instant) -> Result<(Vec<CalleeTarget>, String), (u16, &'static str)> {
+        Ok(match callees {
+            Callees::Endpoint(id) => {
+                if !self.settings.endpoints.contains_key(id) {
+                    return Err((404, "Not Found"));
+                }
+                let bindings = self.registrar.location().bindings(id, now);
+                if bindings.is_empty() {
+                    return Err((480, "Temporarily Unavailable (not registered)"));
+                }
+                let targets: Vec<CalleeTarget> = bindings
+                    .iter()
+                    .map(|b| (b.contact.clone(), format!("<sip:{id}@{}>", b.source.local), b.target(), None))
+                    .collect();
+                (targets, format!("endpoint:{id}"))
+            }
+            Callees::Trunk { name, number } => {
+                let Some(trunk) = self.settings.trunk(name) else {
+                    return Err((404, "Not Found"));
+                };
+                let Some(gateway) = &trunk.gateway else {
+                    warn!(trunk = %name, "a call to a trunk without gateway");
+                    return Err((503, "Service Unavailable (trunk has no gateway)"));
+                };
+                let Some(listener) = self.settings.listener_for(Profile::External, gateway.transport, gateway.addr)
+                else {
+                    warn!(trunk = %name, transport = %gateway.transport, "no listener can reach the trunk's gateway");
+                    return Err((503, "Service Unavailable (no route to the trunk)"));
+                };
+                let uri = format!("sip:{number}@{}", gateway.domain);
+                let target =
+                    Target { transport: gateway.transport, remote: gateway.addr, flow: None, listener: Some(listener) };
+                (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
+            }
+        })
+    }
+
     fn set_deadline(&mut self, key: CallKey, at: Option<Instant>) {
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.deadline = at;
+        }
+        self.rearm(key);
+    }
+
+    /// Puts the call in `call_deadlines` at its earliest deadline.
+    fn rearm(&mut self, key: CallKey) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        if let Some(old) = call.deadline.take() {
+        if let Some(old) = call.armed.take() {
             self.call_deadlines.remove(&(old, key));
         }
-        call.deadline = at;
-        if let Some(at) = at {
+        let timers = [Some(&call.caller), call.callee.as_ref()].into_iter().flatten().filter_map(|p| p.timer_due);
+        let provisional = call.unacked_provisional.as_ref().map(|r| r.next);
+        call.armed = call.deadline.into_iter().chain(timers).chain(provisional).min();
+        if let Some(at) = call.armed {
             self.call_deadlines.insert((at, key));
         }
     }
 
-    /// A call's deadline passed: the ring timeout, or the end of the clean-up wait.
+    /// A call's deadline passed (the core took it out of `call_deadlines`): the
+    /// ring timeout, the end of the clean-up wait, or a session timer.
     pub(super) fn call_deadline(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
         let Some(call) = self.calls.get_mut(&key) else {
             return Vec::new();
         };
-        call.deadline = None;
-        match call.state {
-            CallState::Ringing => {
-                info!(call_id = %call.caller.dialog.id.call_id, "no answer before the ring timeout");
-                self.fail_caller(
-                    key,
-                    480,
-                    "Temporarily Unavailable (no answer)",
-                    Disposition::NoAnswer,
-                    HangupBy::Switch,
-                    now,
-                )
+        call.armed = None;
+        if call.deadline.is_some_and(|d| d <= now) {
+            call.deadline = None;
+            match call.state {
+                CallState::Ringing => {
+                    info!(call_id = %call.caller.dialog.id.call_id, "no answer before the ring timeout");
+                    return self.fail_caller(
+                        key,
+                        480,
+                        "Temporarily Unavailable (no answer)",
+                        Disposition::NoAnswer,
+                        HangupBy::Switch,
+                        now,
+                    );
+                }
+                CallState::Ending => {
+                    self.remove_call(key);
+                    return Vec::new();
+                }
+                CallState::Transferring => {
+                    let mut out = self.cancel_transfer_forks(key, now);
+                    out.extend(self.transfer_failed(key, 480, "Temporarily Unavailable (no answer)", now));
+                    return out;
+                }
+                CallState::Answered => {}
             }
-            CallState::Ending => {
-                self.remove_call(key);
+        }
+        let mut out = Vec::new();
+        if let Some(r) = call.unacked_provisional.as_mut().filter(|r| r.next <= now) {
+            if now >= r.give_up {
+                call.unacked_provisional = None;
+                warn!(call_id = %call.caller.dialog.id.call_id, "no PRACK for a reliable provisional response");
+                return self.fail_caller(key, 500, "Server Internal Error (no PRACK)", Disposition::Failed, HangupBy::Switch, now);
+            }
+            out.push(r.transmit.clone());
+            r.interval *= 2;
+            r.next = now + r.interval;
+        }
+        for side in [Side::Caller, Side::Callee] {
+            let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else { continue };
+            if party.timer_due.is_none_or(|d| d > now) {
+                continue;
+            }
+            party.timer_due = None;
+            if !party.we_refresh {
+                info!(call_id = %party.dialog.id.call_id, side = ?side, "no session refresh before the session expired");
+                out.extend(self.end_call(key, HangupBy::Switch, "session timer expired", now));
+                return out;
+            }
+            out.extend(self.send_refresh(key, side, now));
+        }
+        self.rearm(key);
+        out
+    }
+
+    /// Our session refresh (RFC 4028 §10): a re-INVITE with the SDP we last
+    /// sent on that side, unchanged, so nothing but the timer moves.
+    fn send_refresh(&mut self, key: CallKey, side: Side, now: Instant) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        let interval = party.timer.map_or(self.settings.session_timer.session_expires, |t| t.interval);
+        let sdp = party.sdp.last_sent().map(|s| s.to_string());
+        let session_expires = format!("{interval};refresher=uac");
+        let headers = [("Session-Expires", session_expires.as_str()), ("Supported", "timer"), ("Allow", ALLOW)];
+        let body = sdp.as_deref().map(|b| ("application/sdp", b.as_bytes()));
+        let (request, _) = party.dialog.request(&Method::Invite, &party.via, &headers, body);
+        match self.transactions.send_request(request, party.target, now) {
+            Ok((cid, t)) => {
+                self.client_txs.insert(cid, ClientRole::Refresh(key, side));
+                vec![t]
+            }
+            Err(why) => {
+                warn!(why, "could not send a session refresh");
+                self.end_call(key, HangupBy::Switch, "session refresh failed", now)
+            }
+        }
+    }
+
+    /// The answer to our session refresh: a 2xx renews the session, a 491
+    /// (glare) is retried shortly, anything else ends the call (RFC 4028 §10).
+    fn refresh_response(&mut self, key: CallKey, side: Side, msg: &SipMessage, status: u16, now: Instant) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        match status {
+            100..=199 => Vec::new(),
+            200..=299 => {
+                party.dialog.on_response(msg);
+                let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+                let ack = party.dialog.ack(seq, &party.via, None);
+                party.ack = Some((seq, ack.clone()));
+                party.touch_timer(now);
+                let target = party.target;
+                self.rearm(key);
+                vec![Transmit { target, data: ack }]
+            }
+            491 => {
+                party.timer_due = Some(now + RETRY_AFTER_GLARE);
+                self.rearm(key);
                 Vec::new()
             }
-            CallState::Answered => Vec::new(),
+            _ => self.end_call(key, HangupBy::Switch, &format!("session refresh failed ({status})"), now),
         }
     }
 
@@ -656,6 +924,14 @@ impl SipCore {
         let (tx, remote) = (invite.tx, invite.remote);
         if code >= 200 {
             self.call_invites.remove(&tx);
+            call.unacked_provisional = None;
+        }
+        let reliable = code > 100 && code < 200 && call.caller_requires_100rel;
+        if reliable && call.unacked_provisional.is_some() {
+            // One reliable provisional at a time (RFC 3262 §3); the final
+            // response repeats any SDP this one would have carried.
+            debug!(code, "provisional response held back: the previous one is not PRACKed yet");
+            return Vec::new();
         }
         let invite = if code >= 200 { call.invite.take() } else { None };
         let msg = invite.as_ref().map(|i| &i.msg).or(call.invite.as_ref().map(|i| &i.msg)).expect("present");
@@ -667,6 +943,17 @@ impl SipCore {
             w.header("Contact", &party.dialog.local_contact);
             w.header("Allow", ALLOW);
         }
+        if (200..300).contains(&code) {
+            w.header("Supported", SUPPORTED.join(", "));
+            for (name, value) in party.timer.iter().flat_map(SessionTimer::response_headers) {
+                w.header(name, value);
+            }
+        }
+        if reliable {
+            call.last_rseq += 1;
+            w.header("Require", "100rel");
+            w.header("RSeq", call.last_rseq);
+        }
         w.header("Server", &self.settings.user_agent);
         let data = match sdp {
             Some(body) => w.finish(Some("application/sdp"), body.as_bytes()),
@@ -676,10 +963,22 @@ impl SipCore {
         let Some(sent) = self.transactions.respond(tx, data, now) else {
             return Vec::new();
         };
+        if reliable {
+            let t1 = self.settings.timers.t1;
+            call.unacked_provisional = Some(ReliableProvisional {
+                rseq: call.last_rseq,
+                transmit: sent.clone(),
+                next: now + t1,
+                interval: t1,
+                give_up: now + t1 * 64,
+            });
+        }
         if (200..300).contains(&code) {
             self.pending_answers
                 .insert(party.dialog.id.clone(), PendingAnswer::new(sent.clone(), &self.settings.timers, now));
+            call.caller.touch_timer(now);
         }
+        self.rearm(key);
         vec![sent]
     }
 
@@ -697,6 +996,8 @@ impl SipCore {
         match role {
             ClientRole::Fork(key, i) => self.fork_response(key, i, msg, status, now),
             ClientRole::Offer(key, side) => self.offer_response(key, side, msg, status, now),
+            ClientRole::Refresh(key, side) => self.refresh_response(key, side, msg, status, now),
+            ClientRole::Replace { into, target } => self.replace_response(into, target, msg, status, now),
         }
     }
 
@@ -712,6 +1013,8 @@ impl SipCore {
                 out.extend(self.end_call(key, HangupBy::Switch, "re-INVITE timed out", now));
                 out
             }
+            ClientRole::Refresh(key, _) => self.end_call(key, HangupBy::Switch, "session refresh timed out", now),
+            ClientRole::Replace { into: (key, side), .. } => self.notify_transferor(key, side, 408, "Request Timeout", true, now),
         }
     }
 
@@ -745,6 +1048,11 @@ impl SipCore {
         };
         if status < 200 {
             let mut out = Vec::new();
+            if status > 100 && requires_100rel(msg) {
+                out.extend(self.prack_callee(key, i, msg, now));
+            }
+            let Some(call) = self.calls.get_mut(&key) else { return out };
+            let fork = &mut call.forks[i];
             if fork.state == ForkState::Calling {
                 fork.state = ForkState::Proceeding;
                 if fork.cancel {
@@ -764,20 +1072,52 @@ impl SipCore {
             if call.state == CallState::Ringing && !fork.cancel {
                 return self.callee_answered(key, i, msg, now);
             }
+            if call.state == CallState::Transferring && i >= call.fork_base && !fork.cancel {
+                return self.transfer_answered(key, i, msg, now);
+            }
             // Another fork won, or the caller has gone: acknowledge and hang up.
             fork.state = ForkState::Done;
             let out = self.ack_and_hang_up(key, i, msg, now);
             self.finish_if_forks_done(key, now);
             return out;
         }
-        if matches!(status, 401 | 407)
-            && fork.credentials.is_some()
-            && !fork.challenged
-            && let Some(out) = self.answer_trunk_challenge(key, i, msg, status, now)
-        {
+        let can_answer_challenge = matches!(status, 401 | 407) && fork.credentials.is_some() && !fork.challenged;
+        let can_raise_interval = status == 422 && !fork.raised_interval;
+        if can_answer_challenge && let Some(out) = self.answer_trunk_challenge(key, i, msg, status, now) {
+            return out;
+        }
+        if can_raise_interval && let Some(out) = self.raise_session_interval(key, i, msg, now) {
             return out;
         }
         self.fork_failed(key, i, status, now)
+    }
+
+    /// A callee sent a reliable provisional response (RFC 3262 §4): PRACK it in
+    /// the early dialog it creates. We do not ask for reliability, but honour it.
+    fn prack_callee(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) else {
+            return Vec::new();
+        };
+        let Some(rseq) = msg.other_header_values("RSeq").next().and_then(|v| v.trim().parse::<u32>().ok()) else {
+            return Vec::new();
+        };
+        let remote_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
+        if fork.early.as_ref().map(|d| Some(&d.id.remote_tag)) != Some(remote_tag.as_ref()) {
+            let Ok(invite) = SipMessage::parse(fork.sent.clone()) else { return Vec::new() };
+            fork.early = Dialog::as_uac(&invite, msg, &fork.invite.contact).ok();
+        }
+        let Some(early) = fork.early.as_mut() else {
+            return Vec::new();
+        };
+        let rack = format!("{rseq} {} INVITE", fork.invite.cseq);
+        let (prack, _) = early.request(&Method::Prack, &fork.invite.via, &[("RAck", &rack)], None);
+        match self.transactions.send_request(prack, fork.target, now) {
+            Ok((_, t)) => vec![t],
+            Err(why) => {
+                warn!(why, "could not send PRACK");
+                Vec::new()
+            }
+        }
     }
 
     /// A trunk challenged our INVITE: send it again with credentials.
@@ -806,20 +1146,36 @@ impl SipCore {
                 }
             };
         fork.challenged = true;
+        fork.invite.authorization = Some((answer_header, answer));
+        self.resend_fork(key, i, now)
+    }
+
+    /// A 422: the callee wants a longer session interval (RFC 4028 §7.4).
+    fn raise_session_interval(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Option<Vec<Transmit>> {
+        let fork = self.calls.get_mut(&key)?.forks.get_mut(i)?;
+        let min_se: u32 = msg.other_header_values("Min-SE").next()?.split(';').next()?.trim().parse().ok()?;
+        fork.raised_interval = true;
+        fork.invite.min_se = min_se;
+        fork.invite.session_expires = fork.invite.session_expires.max(min_se);
+        self.resend_fork(key, i, now)
+    }
+
+    /// Sends a fork's INVITE again (new CSeq and branch) after it was refused
+    /// for something we can fix.
+    fn resend_fork(&mut self, key: CallKey, i: usize, now: Instant) -> Option<Vec<Transmit>> {
+        let fork = self.calls.get_mut(&key)?.forks.get_mut(i)?;
         fork.invite.cseq += 1;
-        fork.sent = fork.invite.write(&self.settings.user_agent, Some((answer_header, &answer)));
+        fork.sent = fork.invite.write(&self.settings.user_agent);
         fork.state = ForkState::Calling;
         let (sent, target) = (fork.sent.clone(), fork.target);
         match self.transactions.send_request(sent, target, now) {
             Ok((cid, t)) => {
-                if let Some(fork) = self.calls.get_mut(&key).and_then(|c| c.forks.get_mut(i)) {
-                    fork.tx = cid;
-                }
+                fork.tx = cid;
                 self.client_txs.insert(cid, ClientRole::Fork(key, i));
                 Some(vec![t])
             }
             Err(why) => {
-                warn!(why, "could not resend the INVITE with credentials");
+                warn!(why, "could not send the INVITE again");
                 None
             }
         }
@@ -839,6 +1195,10 @@ impl SipCore {
             let (code, reason, disposition) = caller_status(call.forks.iter().filter_map(|f| f.status));
             debug!(call_id = %call.caller.dialog.id.call_id, code, "every callee refused");
             return self.fail_caller(key, code, reason, disposition, HangupBy::Callee, now);
+        }
+        if call.state == CallState::Transferring && call.forks[call.fork_base..].iter().all(|f| f.state == ForkState::Done) {
+            let (code, reason, _) = caller_status(call.forks[call.fork_base..].iter().filter_map(|f| f.status));
+            return self.transfer_failed(key, code, reason, now);
         }
         self.finish_if_forks_done(key, now);
         Vec::new()
@@ -865,7 +1225,7 @@ impl SipCore {
         let (code, reason) = if sdp.is_some() {
             (183, "Session Progress")
         } else {
-            (status.min(182), msg.reason().unwrap_or("Ringing"))
+            (status, msg.reason().unwrap_or("Ringing"))
         };
         let reason = reason.to_string();
         self.respond_caller(key, code, &reason, sdp.as_deref(), now)
@@ -879,7 +1239,21 @@ impl SipCore {
         let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string())?;
         let callee = read_answer(our_offer, &answer).map_err(|e| e.0)?;
         let callee_direction = answer.audio().map(|a| a.direction).unwrap_or(Direction::SendRecv);
-        let caller_offer = call.caller.remote_offer.as_ref().ok_or("no caller offer")?;
+        let Some(caller_offer) = call.caller.remote_offer.as_ref() else {
+            // The caller sent no offer: ours goes in the 2xx (never in an
+            // unreliable 183), with what the callee took, in its payload types.
+            if msg.status().is_some_and(|s| s < 200) {
+                return Err("no early media without the caller's offer".into());
+            }
+            let caller_agreed = AudioAgreement { audio: callee.audio.clone(), remote_rtp: None, remote_rtcp: None, media_index: 0 };
+            let ours = call.caller.sdp.offer(call.caller.local_rtp, &caller_agreed.audio);
+            call.caller.awaiting_answer = Some(ours.clone());
+            let params = (leg_params(&caller_agreed)?, leg_params(&callee)?);
+            call.caller.agreed = caller_agreed;
+            call.callee_agreed = Some((callee, *callee_rtp));
+            self.start_or_update_media(key, params);
+            return Ok(ours.to_string());
+        };
         let offered = caller_offer.audio().map(offered_direction).unwrap_or(Direction::SendRecv);
         let mut caller_audio = call.caller.agreed.audio.restricted_to(&callee.audio).map_err(|e| e.0)?;
         caller_audio.direction = answer_direction(offered, callee_direction);
@@ -893,15 +1267,21 @@ impl SipCore {
         call.callee_agreed = Some((callee, *callee_rtp));
         call.caller.agreed = caller_agreed;
         call.early_answer.get_or_insert_with(|| caller_sdp.clone());
+        self.start_or_update_media(key, (caller_params, callee_params));
+        Ok(caller_sdp)
+    }
+
+    /// Bridges the two legs at the callee's first SDP; later SDPs (another
+    /// fork's, or the 2xx after a 183) update the callee's leg.
+    fn start_or_update_media(&mut self, key: CallKey, (caller_params, callee_params): (LegParams, LegParams)) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
         match call.media.take() {
             Some(Media::Allocated(legs)) => {
                 let (caller, callee_leg) = *legs;
-                let media = self.media.as_ref().ok_or("no relay")?.bridge(
-                    caller,
-                    callee_leg,
-                    BridgeParams { a: caller_params, b: callee_params },
-                );
-                call.media = Some(Media::Running(spawn_media_task(key, media, self.media_reports.clone())));
+                if let Some(relay) = &self.media {
+                    let media = relay.bridge(caller, callee_leg, BridgeParams { a: caller_params, b: callee_params });
+                    call.media = Some(Media::Running(spawn_media_task(key, media, self.media_reports.clone())));
+                }
             }
             Some(Media::Running(control)) => {
                 control.send(MediaCommand::UpdateLeg(Leg::B, callee_params));
@@ -909,7 +1289,32 @@ impl SipCore {
             }
             None => {}
         }
-        Ok(caller_sdp)
+    }
+
+    /// The ACK of our 2xx: it ends the retransmissions (§13.3.1.4) and, after
+    /// an INVITE without SDP, carries the answer to our offer. An unusable
+    /// answer ends the call (§13.3.1.4: the UAS then sends BYE).
+    pub(super) fn ack_received(&mut self, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let Some(id) = DialogId::of_request(msg) else { return Vec::new() };
+        self.pending_answers.remove(&id);
+        let Some(&(key, side)) = self.call_dialogs.get(&id) else { return Vec::new() };
+        let Some(call) = self.calls.get_mut(&key) else { return Vec::new() };
+        let Some(party) = call.party_mut(side) else { return Vec::new() };
+        let Some(ours) = party.awaiting_answer.take() else { return Vec::new() };
+        let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string()).and_then(|a| read_answer(&ours, &a).map_err(|e| e.0));
+        match answer.and_then(|agreed| Ok((leg_params(&agreed)?, agreed))) {
+            Ok((params, agreed)) => {
+                party.agreed = agreed;
+                if let Some(Media::Running(control)) = &call.media {
+                    control.send(MediaCommand::UpdateLeg(side.leg(), params));
+                }
+                Vec::new()
+            }
+            Err(why) => {
+                warn!(why, "the answer in the ACK is not usable");
+                self.end_call(key, HangupBy::Switch, "no usable answer in the ACK", now)
+            }
+        }
     }
 }
 
@@ -943,7 +1348,7 @@ impl SipCore {
         fork.state = ForkState::Done;
         let invite = SipMessage::parse(fork.sent.clone()).ok();
         let dialog = invite.as_ref().map(|inv| Dialog::as_uac(inv, msg, &fork.invite.contact));
-        let Some(Ok(dialog)) = dialog else {
+        let Some(Ok(mut dialog)) = dialog else {
             warn!("a 2xx that makes no dialog (no tags or no Contact)");
             let out = self.fail_caller(
                 key,
@@ -956,7 +1361,16 @@ impl SipCore {
             return out;
         };
         let (callee_agreed, callee_rtp) = call.callee_agreed.take().expect("set by apply_callee_answer");
+        let callee_timer = agreed_as_uac(msg).ok().flatten().unwrap_or(SessionTimer {
+            interval: fork.invite.session_expires,
+            refresher: Refresher::Uac,
+            uac_supports: true,
+        });
         let (callee_sdp, _, _) = call.callee_sdp.take().expect("set at start");
+        // Requests already sent in the early dialog (PRACK) used CSeq numbers.
+        if let Some(early) = fork.early.as_ref().filter(|e| e.id == dialog.id) {
+            dialog.local_seq = early.local_seq;
+        }
         let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
         let target = fork.target;
         let mut out = vec![Transmit { target, data: ack.clone() }];
@@ -967,12 +1381,22 @@ impl SipCore {
             local_rtp: callee_rtp,
             agreed: callee_agreed,
             remote_offer: None,
+            awaiting_answer: None,
             ack: Some((fork.invite.cseq, ack)),
+            // The callee's 2xx says who refreshes; without one we do (RFC 4028 §7.2).
+            timer: Some(callee_timer),
+            we_refresh: callee_timer.refresher == Refresher::Uac,
+            timer_due: None,
+            // Trunks transfer through the trunk side's dial plan, phones through theirs.
+            profile: if call.record.destination.starts_with("trunk:") { Profile::External } else { Profile::Internal },
             dialog,
         };
         info!(call_id = %call.caller.dialog.id.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
         self.call_dialogs.insert(callee.dialog.id.clone(), (key, Side::Callee));
         call.callee = Some(callee);
+        if let Some(callee) = call.callee.as_mut() {
+            callee.touch_timer(now);
+        }
         call.state = CallState::Answered;
         call.record.answer = Some(SystemTime::now());
         call.caller.dialog.confirm();
@@ -1021,6 +1445,26 @@ impl SipCore {
             return self.reply(req, tx, 500, &format!("Server Internal Error ({e})"), &[], now);
         }
         match req.method {
+            Method::Prack => self.prack(req, tx, key, now),
+            Method::Refer => self.refer(req, tx, key, side, now),
+            Method::Bye if self.calls[&key].transfer.as_ref().is_some_and(|t| t.from == side) => {
+                // The transferor leaves; the transfer goes on without it.
+                let out = self.reply(req, tx, 200, "OK", &[], now);
+                let call = self.calls.get_mut(&key).expect("looked up");
+                if let Some(t) = call.transfer.as_mut() {
+                    t.transferor_gone = true;
+                }
+                let id = call.party(side).expect("looked up").dialog.id.clone();
+                self.call_dialogs.remove(&id);
+                self.pending_answers.remove(&id);
+                out
+            }
+            Method::Bye if side == Side::Caller && self.calls[&key].state == CallState::Ringing => {
+                // A BYE in the early dialog gives up the call like a CANCEL.
+                let mut out = self.reply(req, tx, 200, "OK", &[], now);
+                out.extend(self.fail_caller(key, 487, "Request Terminated", Disposition::Cancelled, HangupBy::Caller, now));
+                out
+            }
             Method::Bye => {
                 let mut out = self.reply(req, tx, 200, "OK", &[], now);
                 let by = if side == Side::Caller { HangupBy::Caller } else { HangupBy::Callee };
@@ -1028,6 +1472,380 @@ impl SipCore {
                 out
             }
             _ => self.offer_in_dialog(req, tx, key, side, now),
+        }
+    }
+
+    /// REFER from `side` (RFC 3515): a blind transfer. The other side stays;
+    /// `side` is replaced by the Refer-To target once it answers. Progress goes
+    /// back to the transferor in NOTIFYs with a sipfrag body.
+    fn refer(&mut self, req: &Req<'_>, tx: ServerTxId, key: CallKey, side: Side, now: Instant) -> Vec<Transmit> {
+        let call = self.calls.get(&key).expect("looked up");
+        if call.state != CallState::Answered || call.callee.is_none() {
+            return self.reply(req, tx, 403, "Forbidden (nothing to transfer)", &[], now);
+        }
+        let refer_to = req.msg.other_header_values("Refer-To").chain(req.msg.other_header_values("r")).next();
+        let Some(target) = refer_to.and_then(|v| sip_transport::header::NameAddr::parse(v).ok()) else {
+            return self.reply(req, tx, 400, "Bad Request (Refer-To missing or malformed)", &[], now);
+        };
+        let uri = target.uri.to_string();
+        if let Some(replaces) = replaces_param(&uri) {
+            return self.attended_transfer(req, tx, key, side, &replaces, now);
+        }
+        let number = sip_transport::header::Uri::parse(&uri).ok().and_then(|u| u.user_unescaped()).unwrap_or_default();
+        let party = call.party(side).expect("looked up");
+        let callees = match self.settings.dialplan.route(party.profile, &number) {
+            Some(Route::Endpoint { id, ring_timeout }) => Ok((Callees::Endpoint(id), ring_timeout)),
+            Some(Route::Trunk { trunk, number, ring_timeout }) => Ok((Callees::Trunk { name: trunk, number }, ring_timeout)),
+            Some(_) => Err((403, "Forbidden")),
+            None => Err((404, "Not Found")),
+        };
+        let mut out = self.reply(req, tx, 202, "Accepted", &[], now);
+        let routed = callees.and_then(|(callees, ring)| Ok((self.callee_targets(&callees, now)?, ring)));
+        let ((targets, destination), ring_timeout) = match routed {
+            Ok(r) => r,
+            Err((code, reason)) => {
+                out.extend(self.notify_transferor(key, side, code, reason, true, now));
+                return out;
+            }
+        };
+        let call = self.calls.get(&key).expect("looked up");
+        let (transferor, transferee) = (call.party(side).expect("looked up"), call.party(side.other()).expect("answered"));
+        // The target is offered the codec the transferee uses now (the relay does
+        // not transcode), on the transferor's leg, which the target takes over.
+        let mut audio = transferee.agreed.audio.clone();
+        audio.codecs.truncate(1);
+        audio.direction = Direction::SendRecv;
+        audio.rtcp_mux = false;
+        let mut sdp = LocalSession::new(rand::random(), transferor.local_rtp.ip());
+        let offer = sdp.offer(transferor.local_rtp, &audio);
+        let body = Bytes::from(offer.to_string());
+        // The target sees the transferee calling.
+        let identity = sip_transport::header::NameAddr::parse(&transferee.dialog.remote_party).ok();
+        let caller_id = CallerId {
+            display: identity.as_ref().and_then(|n| n.display.map(str::to_string)),
+            user: identity
+                .and_then(|n| sip_transport::header::Uri::parse(n.uri).ok()?.user_unescaped())
+                .unwrap_or_else(|| "anonymous".into()),
+        };
+        let first = call.forks.len();
+        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, now);
+        out.extend(sent);
+        if forks.is_empty() {
+            out.extend(self.notify_transferor(key, side, 503, "Service Unavailable", true, now));
+            return out;
+        }
+        let call = self.calls.get_mut(&key).expect("looked up");
+        info!(call_id = %call.caller.dialog.id.call_id, from = ?side, number, destination, "blind transfer");
+        call.forks.extend(forks);
+        call.fork_base = first;
+        call.state = CallState::Transferring;
+        call.transfer = Some(Transfer { from: side, transferor_gone: false, sdp, offer });
+        // The transferee hears music while the target rings.
+        if let Some(Media::Running(control)) = &call.media {
+            let held = side.other().leg();
+            control.send(MediaCommand::SetMode(Mode::Hold { held }));
+            control.send(MediaCommand::Play(held, self.music_on_hold.clone()));
+        }
+        self.set_deadline(key, Some(now + ring_timeout));
+        out.extend(self.notify_transferor(key, side, 100, "Trying", false, now));
+        out
+    }
+
+    /// REFER with Replaces (RFC 3891), as phones do an attended transfer: the
+    /// transferor talks to the transferee in this call and to the target in
+    /// another call through us, and asks them to be joined. The target is moved
+    /// (re-INVITE onto this call's relay leg) into the transferor's place; the
+    /// transferor is released from both calls.
+    fn attended_transfer(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        key: CallKey,
+        side: Side,
+        replaces: &DialogId,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let mut out = self.reply(req, tx, 202, "Accepted", &[], now);
+        // The dialog as the transferor names it, or seen from the other end.
+        let flipped = DialogId {
+            call_id: replaces.call_id.clone(),
+            local_tag: replaces.remote_tag.clone(),
+            remote_tag: replaces.local_tag.clone(),
+        };
+        let found = self.call_dialogs.get(replaces).or_else(|| self.call_dialogs.get(&flipped)).copied();
+        let Some((other_key, other_side)) = found.filter(|&(k, _)| k != key) else {
+            out.extend(self.notify_transferor(key, side, 481, "Call/Transaction Does Not Exist", true, now));
+            return out;
+        };
+        let ready = |k: CallKey| self.calls.get(&k).is_some_and(|c| c.state == CallState::Answered && c.relayed.is_none());
+        if !ready(key) || !ready(other_key) {
+            out.extend(self.notify_transferor(key, side, 491, "Request Pending", true, now));
+            return out;
+        }
+        let call = &self.calls[&key];
+        let (transferor, transferee) = (call.party(side).expect("answered"), call.party(side.other()).expect("answered"));
+        let (place, mut audio) = (transferor.local_rtp, transferee.agreed.audio.clone());
+        audio.codecs.truncate(1);
+        audio.direction = Direction::SendRecv;
+        let Some(target) = self.calls.get_mut(&other_key).and_then(|c| c.party_mut(other_side.other())) else {
+            out.extend(self.notify_transferor(key, side, 481, "Call/Transaction Does Not Exist", true, now));
+            return out;
+        };
+        audio.rtcp_mux = target.agreed.audio.rtcp_mux;
+        let body = target.sdp.offer(place, &audio).to_string();
+        let (request, _) =
+            target.dialog.request(&Method::Invite, &target.via, &[("Allow", ALLOW)], Some(("application/sdp", body.as_bytes())));
+        match self.transactions.send_request(request, target.target, now) {
+            Ok((cid, t)) => {
+                self.client_txs.insert(cid, ClientRole::Replace { into: (key, side), target: (other_key, other_side.other()) });
+                out.push(t);
+                out.extend(self.notify_transferor(key, side, 100, "Trying", false, now));
+            }
+            Err(why) => {
+                warn!(why, "could not re-INVITE the transfer target");
+                out.extend(self.notify_transferor(key, side, 500, "Server Internal Error", true, now));
+            }
+        }
+        out
+    }
+
+    /// The target of an attended transfer answered our re-INVITE.
+    fn replace_response(
+        &mut self,
+        (key, side): (CallKey, Side),
+        (other_key, target_side): (CallKey, Side),
+        msg: &SipMessage,
+        status: u16,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        if status < 200 {
+            return Vec::new();
+        }
+        let Some(target) = self.calls.get_mut(&other_key).and_then(|c| c.party_mut(target_side)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let agreed = if (200..300).contains(&status) {
+            target.dialog.on_response(msg);
+            let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+            let ack = target.dialog.ack(seq, &target.via, None);
+            out.push(Transmit { target: target.target, data: ack.clone() });
+            target.ack = Some((seq, ack));
+            let offer = target.sdp.last_sent().cloned();
+            SdpSession::parse(msg.body())
+                .map_err(|e| e.to_string())
+                .and_then(|a| read_answer(offer.as_ref().ok_or("no offer")?, &a).map_err(|e| e.0))
+        } else {
+            Err(format!("the target answered {status}"))
+        };
+        let agreed = match agreed {
+            Ok(a) => a,
+            Err(why) => {
+                info!(why, "attended transfer failed");
+                let code = if status >= 300 { status } else { 488 };
+                out.extend(self.notify_transferor(key, side, code, sip_transport::writer::reason_phrase(code), true, now));
+                return out;
+            }
+        };
+        // The target's old call ends: the transferor is released from it, the
+        // target's party moves out.
+        self.write_cdr(other_key, Disposition::Answered, 200, "OK", HangupBy::Caller);
+        let Some(mut old) = self.calls.remove(&other_key) else { return out };
+        if let Some(at) = old.armed.take() {
+            self.call_deadlines.remove(&(at, other_key));
+        }
+        let (mut released, mut target) = match target_side {
+            Side::Callee => (old.caller, old.callee.take().expect("answered")),
+            Side::Caller => (old.callee.take().expect("answered"), old.caller),
+        };
+        drop(old.media.take());
+        self.call_dialogs.remove(&released.dialog.id);
+        self.pending_answers.remove(&released.dialog.id);
+        out.extend(send_bye(&mut self.transactions, &mut released, "transferred", now));
+        // ...and takes the transferor's place in this call.
+        let Some(call) = self.calls.get_mut(&key) else { return out };
+        let Some(place) = call.party(side) else { return out };
+        target.local_rtp = place.local_rtp;
+        target.profile = place.profile;
+        target.agreed = agreed;
+        target.touch_timer(now);
+        let params = leg_params(&target.agreed);
+        self.call_dialogs.insert(target.dialog.id.clone(), (key, side));
+        let mut transferor = match side {
+            Side::Caller => std::mem::replace(&mut call.caller, target),
+            Side::Callee => call.callee.replace(target).expect("answered"),
+        };
+        info!(call_id = %call.caller.dialog.id.call_id, "attended transfer done");
+        if let Some(Media::Running(control)) = &call.media {
+            if let Ok(p) = params {
+                control.send(MediaCommand::UpdateLeg(side.leg(), p));
+            }
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(side.other().leg(), None));
+        }
+        self.call_dialogs.remove(&transferor.dialog.id);
+        self.pending_answers.remove(&transferor.dialog.id);
+        self.rearm(key);
+        let body = "SIP/2.0 200 OK\r\n";
+        let headers = [("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")];
+        let (notify, _) = transferor.dialog.request(
+            &Method::Notify,
+            &transferor.via,
+            &headers,
+            Some(("message/sipfrag;version=2.0", body.as_bytes())),
+        );
+        if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
+            out.push(t);
+        }
+        out.extend(send_bye(&mut self.transactions, &mut transferor, "transferred", now));
+        out
+    }
+
+    /// The NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.5).
+    fn notify_transferor(&mut self, key: CallKey, side: Side, code: u16, reason: &str, last: bool, now: Instant) -> Vec<Transmit> {
+        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
+            return Vec::new();
+        };
+        let state = if last { "terminated;reason=noresource" } else { "active;expires=60" };
+        let body = format!("SIP/2.0 {code} {reason}\r\n");
+        let headers = [("Event", "refer"), ("Subscription-State", state)];
+        let (notify, _) =
+            party.dialog.request(&Method::Notify, &party.via, &headers, Some(("message/sipfrag;version=2.0", body.as_bytes())));
+        match self.transactions.send_request(notify, party.target, now) {
+            Ok((_, t)) => vec![t],
+            Err(why) => {
+                warn!(why, "could not send NOTIFY");
+                Vec::new()
+            }
+        }
+    }
+
+    fn cancel_transfer_forks(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else {
+            return Vec::new();
+        };
+        if call.transfer.is_none() {
+            return Vec::new();
+        }
+        (call.fork_base..call.forks.len()).collect::<Vec<_>>().into_iter().flat_map(|i| self.cancel_fork(key, i, now)).collect()
+    }
+
+    /// The transfer target answered: it takes the transferor's place (dialog
+    /// and relay leg); the transferor hears "200 OK" in a NOTIFY and a BYE.
+    fn transfer_answered(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let call = self.calls.get_mut(&key).expect("a fork's call");
+        let Some(transfer) = call.transfer.take() else {
+            return Vec::new();
+        };
+        let side = transfer.from;
+        let (old_rtp, old_profile) = call.party(side).map(|p| (p.local_rtp, p.profile)).expect("answered");
+        let fork = &mut call.forks[i];
+        fork.state = ForkState::Done;
+        let agreed = SdpSession::parse(msg.body()).map_err(|e| e.to_string()).and_then(|a| read_answer(&transfer.offer, &a).map_err(|e| e.0));
+        let dialog = SipMessage::parse(fork.sent.clone()).ok().and_then(|inv| Dialog::as_uac(&inv, msg, &fork.invite.contact).ok());
+        let (Ok(agreed), Some(dialog)) = (agreed, dialog) else {
+            call.transfer = Some(transfer);
+            let mut out = self.ack_and_hang_up(key, i, msg, now);
+            out.extend(self.transfer_failed(key, 488, "Not Acceptable Here", now));
+            return out;
+        };
+        let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
+        let mut out = vec![Transmit { target: fork.target, data: ack.clone() }];
+        let timer = agreed_as_uac(msg).ok().flatten().unwrap_or(SessionTimer {
+            interval: fork.invite.session_expires,
+            refresher: Refresher::Uac,
+            uac_supports: true,
+        });
+        let mut target = Party {
+            target: fork.target,
+            via: fork.invite.via.clone(),
+            sdp: transfer.sdp,
+            local_rtp: old_rtp,
+            agreed,
+            remote_offer: None,
+            awaiting_answer: None,
+            ack: Some((fork.invite.cseq, ack)),
+            timer: Some(timer),
+            we_refresh: timer.refresher == Refresher::Uac,
+            timer_due: None,
+            profile: old_profile,
+            dialog,
+        };
+        target.touch_timer(now);
+        let params = leg_params(&target.agreed);
+        let target_id = target.dialog.id.clone();
+        let mut transferor = match side {
+            Side::Caller => std::mem::replace(&mut call.caller, target),
+            Side::Callee => call.callee.replace(target).expect("answered"),
+        };
+        call.state = CallState::Answered;
+        info!(call_id = %call.caller.dialog.id.call_id, "call transferred");
+        if let Some(Media::Running(control)) = &call.media {
+            if let Ok(p) = params {
+                control.send(MediaCommand::UpdateLeg(side.leg(), p));
+            }
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(side.other().leg(), None));
+        }
+        self.call_dialogs.remove(&transferor.dialog.id);
+        self.pending_answers.remove(&transferor.dialog.id);
+        self.call_dialogs.insert(target_id, (key, side));
+        self.set_deadline(key, None);
+        out.extend(self.cancel_transfer_forks_except(key, i, now));
+        if !transfer.transferor_gone {
+            let body = "SIP/2.0 200 OK\r\n";
+            let headers = [("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")];
+            let (notify, _) =
+                transferor.dialog.request(&Method::Notify, &transferor.via, &headers, Some(("message/sipfrag;version=2.0", body.as_bytes())));
+            if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
+                out.push(t);
+            }
+            out.extend(send_bye(&mut self.transactions, &mut transferor, "transferred", now));
+        }
+        out
+    }
+
+    fn cancel_transfer_forks_except(&mut self, key: CallKey, winner: usize, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else {
+            return Vec::new();
+        };
+        let others: Vec<usize> = (call.fork_base..call.forks.len()).filter(|&j| j != winner).collect();
+        others.into_iter().flat_map(|j| self.cancel_fork(key, j, now)).collect()
+    }
+
+    /// The transfer target did not answer: the call goes back to the two
+    /// parties (the transferor may resume it), or ends if the transferor left.
+    fn transfer_failed(&mut self, key: CallKey, code: u16, reason: &str, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
+        let Some(transfer) = call.transfer.take() else {
+            return Vec::new();
+        };
+        call.state = CallState::Answered;
+        info!(call_id = %call.caller.dialog.id.call_id, code, "transfer failed");
+        if let Some(Media::Running(control)) = &call.media {
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(transfer.from.other().leg(), None));
+        }
+        self.set_deadline(key, None);
+        if transfer.transferor_gone {
+            return self.hang_up(key, transfer.from, HangupBy::Caller, "transfer failed", now);
+        }
+        self.notify_transferor(key, transfer.from, code, reason, true, now)
+    }
+
+    /// The caller acknowledges our reliable provisional response (RFC 3262 §7.2).
+    fn prack(&mut self, req: &Req<'_>, tx: ServerTxId, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let rseq = req.msg.other_header_values("RAck").next().and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+        let call = self.calls.get_mut(&key).expect("looked up");
+        match (&call.unacked_provisional, rseq) {
+            (Some(r), Some(rseq)) if r.rseq == rseq => {
+                call.unacked_provisional = None;
+                self.rearm(key);
+                self.reply(req, tx, 200, "OK", &[], now)
+            }
+            _ => self.reply(req, tx, 481, "Call/Transaction Does Not Exist (no such provisional response)", &[], now),
         }
     }
 
@@ -1051,8 +1869,14 @@ impl SipCore {
             || SdpSession::parse(req.msg.body())
                 .is_ok_and(|o| party.remote_offer.as_ref().is_some_and(|prev| o.same_version_as(prev)));
         if unchanged {
-            let sdp = party.sdp.last_sent().map(|s| s.to_string()).unwrap_or_default();
-            return self.answer_party(req.msg, tx, req.source.remote, key, side, &sdp, now);
+            // An UPDATE without SDP (a plain refresh) gets none back.
+            let bodyless_update = *req.method == Method::Update && req.msg.body().is_empty();
+            let sdp = party.sdp.last_sent().map(|s| s.to_string()).filter(|_| !bodyless_update);
+            if req.msg.body().is_empty() && *req.method == Method::Invite {
+                // Our SDP is an offer here; the ACK answers it.
+                party.awaiting_answer = party.sdp.last_sent().cloned();
+            }
+            return self.answer_in_dialog(req.msg, tx, req.source.remote, key, side, sdp.as_deref(), now);
         }
         if call.relayed.is_some() {
             return self.reply(req, tx, 491, "Request Pending", &[("Retry-After", "1")], now);
@@ -1151,29 +1975,7 @@ impl SipCore {
         if let (Ok(params), Some(Media::Running(control))) = (params, &call.media) {
             control.send(MediaCommand::UpdateLeg(side.leg(), params));
         }
-        self.answer_party(req.msg, tx, req.source.remote, key, side, &sdp, now)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn answer_party(
-        &mut self,
-        msg: &SipMessage,
-        tx: ServerTxId,
-        remote: SocketAddr,
-        key: CallKey,
-        side: Side,
-        sdp: &str,
-        now: Instant,
-    ) -> Vec<Transmit> {
-        let Some(call) = self.calls.remove(&key) else {
-            return Vec::new();
-        };
-        let out = match call.party(side) {
-            Some(party) => self.answer_with_sdp(msg, tx, remote, party, sdp, now),
-            None => Vec::new(),
-        };
-        self.calls.insert(key, call);
-        out
+        self.answer_in_dialog(req.msg, tx, req.source.remote, key, side, Some(&sdp), now)
     }
 
     /// The other side answered an offer we relayed to it.
@@ -1231,6 +2033,7 @@ impl SipCore {
         let from_agreed = AudioAgreement { audio, ..relayed.agreed.clone() };
         let other_params = leg_params(&other_agreed);
         other.agreed = other_agreed;
+        other.touch_timer(now);
         let party = call.party_mut(from).expect("a relayed offer comes from a party");
         let sdp = party.sdp.answer(&relayed.offer, &from_agreed, party.local_rtp).to_string();
         let from_params = leg_params(&from_agreed);
@@ -1247,9 +2050,17 @@ impl SipCore {
                 control.send(MediaCommand::UpdateLeg(to.leg(), p));
             }
             control.send(MediaCommand::SetMode(mode));
+            // Music for the held side; off again for both on resume.
+            match mode {
+                Mode::Hold { held } => control.send(MediaCommand::Play(held, self.music_on_hold.clone())),
+                _ => {
+                    control.send(MediaCommand::Play(Leg::A, None));
+                    control.send(MediaCommand::Play(Leg::B, None));
+                }
+            }
         }
         info!(call_id = %call.caller.dialog.id.call_id, from = ?from, mode = ?mode, "offer relayed and answered");
-        out.extend(self.answer_party(&relayed.msg, relayed.tx, relayed.remote, key, from, &sdp, now));
+        out.extend(self.answer_in_dialog(&relayed.msg, relayed.tx, relayed.remote, key, from, Some(&sdp), now));
         out
     }
 
@@ -1281,6 +2092,7 @@ impl SipCore {
             out.extend(send_bye(&mut self.transactions, other, reason, now));
         }
         info!(call_id = %call.caller.dialog.id.call_id, by = ?by, reason, "call ended");
+        out.extend(self.cancel_transfer_forks(key, now));
         self.write_cdr(key, Disposition::Answered, 200, "OK", by);
         self.remove_call(key);
         out
@@ -1409,6 +2221,34 @@ impl Call {
     }
 }
 
+/// The dialog a Refer-To URI's `Replaces` header names (RFC 3891 §6.1:
+/// `?Replaces=call-id%3Bto-tag%3DX%3Bfrom-tag%3DY`), as the transferor sees it:
+/// to-tag the remote tag, from-tag its own.
+fn replaces_param(uri: &str) -> Option<DialogId> {
+    let (_, headers) = uri.split_once('?')?;
+    let value = headers.split('&').find_map(|h| {
+        let (name, value) = h.split_once('=')?;
+        name.eq_ignore_ascii_case("replaces").then_some(value)
+    })?;
+    let value = sip_transport::header::percent_decode(value);
+    let mut parts = value.split(';');
+    let call_id = parts.next()?.trim().to_string();
+    let (mut to_tag, mut from_tag) = (None, None);
+    for p in parts {
+        match p.split_once('=') {
+            Some((n, v)) if n.trim().eq_ignore_ascii_case("to-tag") => to_tag = Some(v.trim().to_string()),
+            Some((n, v)) if n.trim().eq_ignore_ascii_case("from-tag") => from_tag = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    Some(DialogId { call_id, local_tag: to_tag?, remote_tag: from_tag? })
+}
+
+/// Whether the caller requires reliable provisional responses.
+fn requires_100rel(msg: &SipMessage) -> bool {
+    msg.option_tags(HeaderName::Require).is_ok_and(|tags| tags.iter().any(|t| t.eq_ignore_ascii_case("100rel")))
+}
+
 /// The direction an offer asks for, with RFC 2543 hold (c=0.0.0.0) read as sendonly.
 fn offered_direction(line: &crate::sdp::MediaLine) -> Direction {
     if line.is_hold() && line.direction == Direction::SendRecv { Direction::SendOnly } else { line.direction }
@@ -1448,7 +2288,7 @@ fn caller_status(statuses: impl Iterator<Item = u16>) -> (u16, &'static str, Dis
 }
 
 impl OutboundInvite {
-    fn write(&self, user_agent: &str, credentials: Option<(&str, &str)>) -> Bytes {
+    fn write(&self, user_agent: &str) -> Bytes {
         let mut w = MessageWriter::request(&Method::Invite, &self.uri);
         w.header("Via", format_args!("{};branch={}", self.via, new_branch()));
         w.header("Max-Forwards", self.max_forwards);
@@ -1458,8 +2298,11 @@ impl OutboundInvite {
         w.header("CSeq", format_args!("{} INVITE", self.cseq));
         w.header("Contact", &self.contact);
         w.header("Allow", ALLOW);
+        w.header("Supported", "timer");
+        w.header("Session-Expires", self.session_expires);
+        w.header("Min-SE", self.min_se);
         w.header("User-Agent", user_agent);
-        if let Some((name, value)) = credentials {
+        if let Some((name, value)) = &self.authorization {
             w.header(name, value);
         }
         w.finish(Some("application/sdp"), &self.body)
