@@ -311,15 +311,21 @@ fn rtp_packet(side: u8, seq: u16) -> Vec<u8> {
     p
 }
 
-/// Receives on `socket` until `count` packets have come or `wait` is over: the
-/// payloads of the valid PT 0 RTP packets, and how many datagrams were not.
-fn receive_rtp(socket: UdpSocket, count: usize, wait: Duration) -> std::thread::JoinHandle<(Vec<Vec<u8>>, usize)> {
+/// Receives on `socket` until `count` of the packets `side` sends have come or
+/// `wait` is over: the payloads of every valid PT 0 RTP packet (others may come
+/// too, e.g. music on hold), and how many datagrams were something else.
+fn receive_rtp(
+    socket: UdpSocket,
+    side: u8,
+    count: usize,
+    wait: Duration,
+) -> std::thread::JoinHandle<(Vec<Vec<u8>>, usize)> {
     std::thread::spawn(move || {
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let end = Instant::now() + wait;
-        let (mut payloads, mut other) = (Vec::new(), 0);
+        let (mut payloads, mut other) = (Vec::<Vec<u8>>::new(), 0);
         let mut buf = [0u8; 2048];
-        while payloads.len() < count && Instant::now() < end {
+        while payloads.iter().filter(|p| sent_by(p, side)).count() < count && Instant::now() < end {
             let Ok(n) = socket.recv(&mut buf) else { continue };
             // Version 2, no padding, extension or CSRC; payload type 0 (the marker may be set).
             if n == 12 + PAYLOAD && buf[0] == 0x80 && buf[1] & 0x7f == 0 {
@@ -330,6 +336,20 @@ fn receive_rtp(socket: UdpSocket, count: usize, wait: Duration) -> std::thread::
         }
         (payloads, other)
     })
+}
+
+/// Whether `payload` is that of a packet `side` sends.
+fn sent_by(payload: &[u8], side: u8) -> bool {
+    let seq = u16::from_be_bytes([payload[1], payload[2]]);
+    payload[0] == side && payload[..] == rtp_packet(side, seq)[12..]
+}
+
+/// Throws away what is waiting on `socket` (packets of an earlier phase).
+fn drain(socket: &UdpSocket) {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    while socket.recv(&mut buf).is_ok() {}
+    socket.set_nonblocking(false).unwrap();
 }
 
 /// What one side received of the other's packets.
@@ -343,23 +363,27 @@ struct Heard {
 impl Heard {
     /// Whether every one of `side`'s `count` payloads came, in order and unchanged.
     fn everything_from(&self, side: u8, count: u16) -> bool {
-        self.payloads.len() == usize::from(count)
-            && self.payloads.iter().zip(0..count).all(|(p, seq)| p[..] == rtp_packet(side, seq)[12..])
+        let theirs: Vec<&Vec<u8>> = self.payloads.iter().filter(|p| sent_by(p, side)).collect();
+        theirs.len() == usize::from(count)
+            && theirs.iter().zip(0..count).all(|(p, seq)| p[..] == rtp_packet(side, seq)[12..])
     }
 
-    /// How many of the payloads came from `side`.
+    /// How many of the payloads are packets `side` sent.
     fn from(&self, side: u8) -> usize {
-        self.payloads.iter().filter(|p| p[0] == side).count()
+        self.payloads.iter().filter(|p| sent_by(p, side)).count()
     }
 }
 
 /// Sends `count` packets each way, 20 ms apart: from `a` (side `A`) to the
 /// relay's port for the caller, from `b` (side `B`) to its port for the
-/// callee; returns what `a` and `b` received meanwhile.
+/// callee; returns what `a` and `b` received meanwhile (what was waiting on
+/// them before is thrown away).
 fn exchange_rtp(a: &UdpSocket, relay_a: SocketAddr, b: &UdpSocket, relay_b: SocketAddr, count: u16) -> (Heard, Heard) {
     let wait = Duration::from_millis(20 * u64::from(count) + 1000);
-    let at_a = receive_rtp(a.try_clone().unwrap(), usize::from(count), wait);
-    let at_b = receive_rtp(b.try_clone().unwrap(), usize::from(count), wait);
+    drain(a);
+    drain(b);
+    let at_a = receive_rtp(a.try_clone().unwrap(), b'B', usize::from(count), wait);
+    let at_b = receive_rtp(b.try_clone().unwrap(), b'A', usize::from(count), wait);
     for seq in 0..count {
         a.send_to(&rtp_packet(b'A', seq), relay_a).unwrap();
         b.send_to(&rtp_packet(b'B', seq), relay_b).unwrap();
@@ -376,14 +400,16 @@ fn exchange_rtp(a: &UdpSocket, relay_a: SocketAddr, b: &UdpSocket, relay_b: Sock
 fn assert_both_ways((at_a, at_b): &(Heard, Heard), count: u16) {
     assert!(
         at_b.everything_from(b'A', count),
-        "the callee got {} of the caller's {count} packets through the relay ({} other datagrams)",
+        "the callee got {} of the caller's {count} packets through the relay ({} other RTP packets, {} other datagrams)",
         at_b.from(b'A'),
+        at_b.payloads.len() - at_b.from(b'A'),
         at_b.other
     );
     assert!(
         at_a.everything_from(b'B', count),
-        "the caller got {} of the callee's {count} packets through the relay ({} other datagrams)",
+        "the caller got {} of the callee's {count} packets through the relay ({} other RTP packets, {} other datagrams)",
         at_a.from(b'B'),
+        at_a.payloads.len() - at_a.from(b'B'),
         at_a.other
     );
 }
@@ -598,16 +624,22 @@ fn hold_and_resume_by_reinvite_are_relayed_with_the_directions_answered() {
         "the caller's hold was answered recvonly\n{}",
         caller.report()
     );
-    // On hold (1.5 s) the caller, recvonly, must not be sent the phone's audio.
-    let (at_a, _) = exchange_rtp(&a, relay_a, &b, relay_b, 20);
+    // On hold (1.5 s) the caller, recvonly, must not be sent the phone's audio;
+    // the phone hears music on hold instead of the caller.
+    let (at_a, at_b) = exchange_rtp(&a, relay_a, &b, relay_b, 20);
     assert_eq!(at_a.from(b'B'), 0, "the holding caller was sent the held phone's RTP");
+    assert_eq!(at_b.from(b'A'), 0, "the held phone was sent the caller's RTP");
+    assert!(at_b.payloads.len() >= 10, "the held phone hears music on hold: {} packets", at_b.payloads.len());
     assert!(
         caller.wait_line("resumed", Duration::from_secs(5)),
         "the caller's resume was answered sendrecv\n{}",
         caller.report()
     );
-    // Resumed (1.5 s): both hear each other again.
-    assert_both_ways(&exchange_rtp(&a, relay_a, &b, relay_b, 20), 20);
+    // Resumed (1.5 s): both hear each other again, and the music has stopped.
+    let heard = exchange_rtp(&a, relay_a, &b, relay_b, 20);
+    assert_both_ways(&heard, 20);
+    let music = heard.1.payloads.len() - heard.1.from(b'A');
+    assert_eq!(music, 0, "the resumed phone still got {music} packets of music on hold");
     caller.succeeds();
     callee.succeeds();
     assert_eq!(callee.log_lines()[1..], ["held", "resumed"], "the phone was offered sendonly, then sendrecv");
