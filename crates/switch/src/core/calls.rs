@@ -273,6 +273,30 @@ enum Callees {
     Trunk { name: String, number: String },
 }
 
+impl Callees {
+    /// As the CDR names the destination.
+    fn label(&self) -> String {
+        match self {
+            Callees::Endpoint(id) => format!("endpoint:{id}"),
+            Callees::Trunk { name, .. } => format!("trunk:{name}"),
+        }
+    }
+}
+
+/// Why a routed call is refused before it rings: the status for the caller
+/// and one extra header (Min-SE, Retry-After).
+struct Refusal {
+    code: u16,
+    reason: String,
+    header: Option<(&'static str, String)>,
+}
+
+impl Refusal {
+    fn new(code: u16, reason: &str) -> Refusal {
+        Refusal { code, reason: reason.to_string(), header: None }
+    }
+}
+
 impl SipCore {
     /// Routes an INVITE through the dial plan.
     pub(super) fn invite(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
@@ -293,14 +317,9 @@ impl SipCore {
 
     /// The checks an offer must pass before anything is allocated: the caller's
     /// SDP negotiated, its session timer (RFC 4028) agreed, and a relay present.
-    fn caller_offer(
-        &mut self,
-        req: &Req<'_>,
-        tx: ServerTxId,
-        now: Instant,
-    ) -> Result<(Option<SdpSession>, AudioAgreement, SessionTimer), Vec<Transmit>> {
+    fn caller_offer(&self, req: &Req<'_>) -> Result<(Option<SdpSession>, AudioAgreement, SessionTimer), Refusal> {
         if self.media.is_none() {
-            return Err(self.reply(req, tx, 503, "Service Unavailable (no media relay)", &[], now));
+            return Err(Refusal::new(503, "Service Unavailable (no media relay)"));
         }
         let (offer, agreed) = if req.msg.body().is_empty() {
             // A delayed offer: ours goes in the 2xx, the answer comes in the ACK.
@@ -314,35 +333,53 @@ impl SipCore {
         } else {
             let offer = match SdpSession::parse(req.msg.body()) {
                 Ok(o) => o,
-                Err(e) => return Err(self.reply(req, tx, e.sip_status(), &e.to_string(), &[], now)),
+                Err(e) => return Err(Refusal::new(e.sip_status(), &e.to_string())),
             };
             match negotiate(&offer, Direction::SendRecv) {
                 Ok(agreed) => (Some(offer), agreed),
-                Err(e) => return Err(self.reply(req, tx, 488, &format!("Not Acceptable Here ({})", e.0), &[], now)),
+                Err(e) => return Err(Refusal::new(488, &format!("Not Acceptable Here ({})", e.0))),
             }
         };
         match negotiate_as_uas(req.msg, &self.settings.session_timer) {
             Ok(UasTimer::Use(timer)) => Ok((offer, agreed, timer)),
             Ok(UasTimer::TooSmall { min_se }) => {
-                let min_se = min_se.to_string();
-                Err(self.reply(req, tx, 422, "Session Interval Too Small", &[("Min-SE", &min_se)], now))
+                Err(Refusal { header: Some(("Min-SE", min_se.to_string())), ..Refusal::new(422, "Session Interval Too Small") })
             }
-            Err(why) => Err(self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now)),
+            Err(why) => Err(Refusal::new(400, &format!("Bad Request ({why})"))),
         }
     }
 
-    fn allocate_leg(
-        &mut self,
-        req: &Req<'_>,
-        tx: ServerTxId,
-        rtcp_mux: bool,
-        now: Instant,
-    ) -> Result<LegHandle, Vec<Transmit>> {
+    fn allocate_leg(&self, rtcp_mux: bool) -> Result<LegHandle, Refusal> {
         let relay = self.media.as_ref().expect("checked by caller_offer");
         relay.allocate_leg(rtcp_mux).map_err(|e| {
             warn!(error = %e, "no media port for a call");
-            self.reply(req, tx, 503, "Service Unavailable (no media port)", &[("Retry-After", "5")], now)
+            Refusal { header: Some(("Retry-After", "5".into())), ..Refusal::new(503, "Service Unavailable (no media port)") }
         })
+    }
+
+    /// A routed call that cannot go on: the caller's answer and a CDR, so every
+    /// attempt the dial plan sent somewhere is on record.
+    fn refuse(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, destination: &str, refusal: Refusal, now: Instant) -> Vec<Transmit> {
+        if let Some(sink) = &self.cdr {
+            let at = SystemTime::now();
+            let disposition = match refusal.code {
+                486 | 600 => Disposition::Busy,
+                603 => Disposition::Rejected,
+                _ => Disposition::Failed,
+            };
+            sink.send(Cdr::new(
+                req.msg.call_id().unwrap_or_default().to_string(),
+                caller_of(req.msg),
+                number.to_string(),
+                destination.to_string(),
+                (at, None, at),
+                disposition,
+                (refusal.code, refusal.reason.clone()),
+                HangupBy::Switch,
+            ));
+        }
+        let extra: Vec<(&str, &str)> = refusal.header.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        self.reply(req, tx, refusal.code, &refusal.reason, &extra, now)
     }
 
     /// The caller's side of a new call (an early dialog until answered).
@@ -381,25 +418,19 @@ impl SipCore {
     /// The `echo` destination: negotiate the caller's offer, anchor one media leg
     /// in echo mode, answer 200 with our SDP and keep the call until BYE.
     fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
-        let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
-            Ok(o) => o,
-            Err(out) => return out,
-        };
-        let params = match leg_params(&agreed) {
+        let prepared = self.caller_offer(req).and_then(|(offer, agreed, timer)| {
+            let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
+            let leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
+            let caller = self
+                .caller_party(req, agreed, timer, leg.local_rtp())
+                .map_err(|why| Refusal::new(400, &format!("Bad Request ({why})")))?;
+            Ok((offer, params, leg, caller))
+        });
+        let (offer, params, leg, mut caller) = match prepared {
             Ok(p) => p,
-            Err(why) => {
-                return self.reply(req, tx, 488, &format!("Not Acceptable Here ({why})"), &[], now);
-            }
-        };
-        let leg = match self.allocate_leg(req, tx, agreed.audio.rtcp_mux, now) {
-            Ok(l) => l,
-            Err(out) => return out,
+            Err(refusal) => return self.refuse(req, tx, number, "echo", refusal, now),
         };
         let local_rtp = leg.local_rtp();
-        let mut caller = match self.caller_party(req, agreed, timer, local_rtp) {
-            Ok(p) => p,
-            Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
-        };
         let answer = match &offer {
             Some(offer) => caller.sdp.answer(offer, &caller.agreed, local_rtp),
             None => {
@@ -501,26 +532,22 @@ impl SipCore {
         now: Instant,
     ) -> Vec<Transmit> {
         // Where the INVITEs go, before anything is allocated.
-        let (targets, destination) = match self.callee_targets(&callees, now) {
-            Ok(t) => t,
-            Err((code, reason)) => return self.reply(req, tx, code, reason, &[], now),
-        };
-        let (offer, agreed, timer) = match self.caller_offer(req, tx, now) {
-            Ok(o) => o,
-            Err(out) => return out,
-        };
-        let caller_leg = match self.allocate_leg(req, tx, agreed.audio.rtcp_mux, now) {
-            Ok(l) => l,
-            Err(out) => return out,
-        };
-        // An offerer cannot know the callee takes rtcp-mux: it gets the RTCP port too.
-        let callee_leg = match self.allocate_leg(req, tx, false, now) {
-            Ok(l) => l,
-            Err(out) => return out,
-        };
-        let mut caller = match self.caller_party(req, agreed, timer, caller_leg.local_rtp()) {
+        let destination = callees.label();
+        let prepared = self.callee_targets(&callees, now).map_err(|(code, reason)| Refusal::new(code, reason)).and_then(
+            |targets| {
+                let (offer, agreed, timer) = self.caller_offer(req)?;
+                let caller_leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
+                // An offerer cannot know the callee takes rtcp-mux: it gets the RTCP port too.
+                let callee_leg = self.allocate_leg(false)?;
+                let caller = self
+                    .caller_party(req, agreed, timer, caller_leg.local_rtp())
+                    .map_err(|why| Refusal::new(400, &format!("Bad Request ({why})")))?;
+                Ok((targets, offer, caller_leg, callee_leg, caller))
+            },
+        );
+        let (targets, offer, caller_leg, callee_leg, mut caller) = match prepared {
             Ok(p) => p,
-            Err(why) => return self.reply(req, tx, 400, &format!("Bad Request ({why})"), &[], now),
+            Err(refusal) => return self.refuse(req, tx, number, &destination, refusal, now),
         };
         // The callee is offered what the caller offered and we can relay, in the
         // caller's direction and payload types (so the common case needs no rewriting).
@@ -554,7 +581,8 @@ impl SipCore {
         let (forks, sent) = self.send_forks(key, 0, targets, &caller_id, max_forwards, &body, now);
         out.extend(sent);
         if forks.is_empty() {
-            out.extend(self.reply(req, tx, 503, "Service Unavailable", &[("Retry-After", "5")], now));
+            let refusal = Refusal { header: Some(("Retry-After", "5".into())), ..Refusal::new(503, "Service Unavailable") };
+            out.extend(self.refuse(req, tx, number, &destination, refusal, now));
             return out;
         }
         info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, destination, forks = forks.len(), "call ringing");
@@ -657,7 +685,7 @@ impl SipCore {
     /// Where a call to `callees` rings: (Request-URI, To, target, credentials)
     /// per INVITE, and the destination as the CDR names it; or the status for
     /// the caller when it cannot ring.
-    fn callee_targets(&self, callees: &Callees, now: Instant) -> Result<(Vec<CalleeTarget>, String), (u16, &'static str)> {
+    fn callee_targets(&self, callees: &Callees, now: Instant) -> Result<Vec<CalleeTarget>, (u16, &'static str)> {
         Ok(match callees {
             Callees::Endpoint(id) => {
                 if !self.settings.endpoints.contains_key(id) {
@@ -671,7 +699,7 @@ impl SipCore {
                     .iter()
                     .map(|b| (b.contact.clone(), format!("<sip:{id}@{}>", b.source.local), b.target(), None))
                     .collect();
-                (targets, format!("endpoint:{id}"))
+                targets
             }
             Callees::Trunk { name, number } => {
                 let Some(trunk) = self.settings.trunk(name) else {
@@ -689,7 +717,7 @@ impl SipCore {
                 let uri = format!("sip:{number}@{}", gateway.domain);
                 let target =
                     Target { transport: gateway.transport, remote: gateway.addr, flow: None, listener: Some(listener) };
-                (vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())], format!("trunk:{name}"))
+                vec![(uri.clone(), format!("<{uri}>"), target, trunk.credentials.clone())]
             }
         })
     }
@@ -1468,7 +1496,7 @@ impl SipCore {
             Method::Bye => {
                 let mut out = self.reply(req, tx, 200, "OK", &[], now);
                 let by = if side == Side::Caller { HangupBy::Caller } else { HangupBy::Callee };
-                out.extend(self.hang_up(key, side, by, "BYE", now));
+                out.extend(self.hang_up(key, side, by, "the other side hung up", now));
                 out
             }
             _ => self.offer_in_dialog(req, tx, key, side, now),
@@ -1500,8 +1528,8 @@ impl SipCore {
             None => Err((404, "Not Found")),
         };
         let mut out = self.reply(req, tx, 202, "Accepted", &[], now);
-        let routed = callees.and_then(|(callees, ring)| Ok((self.callee_targets(&callees, now)?, ring)));
-        let ((targets, destination), ring_timeout) = match routed {
+        let routed = callees.and_then(|(callees, ring)| Ok((self.callee_targets(&callees, now)?, callees.label(), ring)));
+        let (targets, destination, ring_timeout) = match routed {
             Ok(r) => r,
             Err((code, reason)) => {
                 out.extend(self.notify_transferor(key, side, code, reason, true, now));
@@ -1661,7 +1689,7 @@ impl SipCore {
         drop(old.media.take());
         self.call_dialogs.remove(&released.dialog.id);
         self.pending_answers.remove(&released.dialog.id);
-        out.extend(send_bye(&mut self.transactions, &mut released, "transferred", now));
+        out.extend(send_bye(&mut self.transactions, &mut released, (NORMAL_CLEARING, "transferred"), now));
         // ...and takes the transferor's place in this call.
         let Some(call) = self.calls.get_mut(&key) else { return out };
         let Some(place) = call.party(side) else { return out };
@@ -1697,7 +1725,7 @@ impl SipCore {
         if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
             out.push(t);
         }
-        out.extend(send_bye(&mut self.transactions, &mut transferor, "transferred", now));
+        out.extend(send_bye(&mut self.transactions, &mut transferor, (NORMAL_CLEARING, "transferred"), now));
         out
     }
 
@@ -1800,7 +1828,7 @@ impl SipCore {
             if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
                 out.push(t);
             }
-            out.extend(send_bye(&mut self.transactions, &mut transferor, "transferred", now));
+            out.extend(send_bye(&mut self.transactions, &mut transferor, (NORMAL_CLEARING, "transferred"), now));
         }
         out
     }
@@ -2089,7 +2117,7 @@ impl SipCore {
         };
         let mut out = Vec::new();
         if let Some(other) = call.party_mut(side.other()) {
-            out.extend(send_bye(&mut self.transactions, other, reason, now));
+            out.extend(send_bye(&mut self.transactions, other, (NORMAL_CLEARING, reason), now));
         }
         info!(call_id = %call.caller.dialog.id.call_id, by = ?by, reason, "call ended");
         out.extend(self.cancel_transfer_forks(key, now));
@@ -2109,7 +2137,7 @@ impl SipCore {
         let mut out = Vec::new();
         for side in [Side::Caller, Side::Callee] {
             if let Some(party) = call.party_mut(side) {
-                out.extend(send_bye(&mut self.transactions, party, reason, now));
+                out.extend(send_bye(&mut self.transactions, party, (TEMPORARY_FAILURE, reason), now));
             }
         }
         warn!(call_id = %call.caller.dialog.id.call_id, reason, "call ended by the switch");
@@ -2188,13 +2216,18 @@ impl SipCore {
     }
 }
 
+/// Q.850 causes for the Reason header of our BYEs (RFC 3326): the other
+/// side hung up or was transferred, or Tandem ended the call itself.
+const NORMAL_CLEARING: u16 = 16;
+const TEMPORARY_FAILURE: u16 = 41;
+
 fn send_bye(
     transactions: &mut dialog_layer::transaction::TransactionLayer,
     party: &mut Party,
-    reason: &str,
+    (cause, text): (u16, &str),
     now: Instant,
 ) -> Vec<Transmit> {
-    let reason = format!("SIP;text=\"{reason}\"");
+    let reason = format!("Q.850;cause={cause};text=\"{text}\"");
     let (bye, _) = party.dialog.request(&Method::Bye, &party.via, &[("Reason", &reason)], None);
     match transactions.send_request(bye, party.target, now) {
         Ok((_, t)) => vec![t],
