@@ -249,6 +249,9 @@ struct ReliableProvisional {
 
 /// What the CDR says.
 struct Record {
+    /// The caller's Call-ID: the call's name in CDRs and logs, whoever its
+    /// parties become after a transfer.
+    call_id: String,
     caller: String,
     callee: String,
     destination: String,
@@ -710,7 +713,7 @@ impl SipCore {
             call.deadline = None;
             match call.state {
                 CallState::Ringing => {
-                    info!(call_id = %call.caller.dialog.id.call_id, "no answer before the ring timeout");
+                    info!(call_id = %call.record.call_id, "no answer before the ring timeout");
                     return self.fail_caller(
                         key,
                         480,
@@ -736,7 +739,7 @@ impl SipCore {
         if let Some(r) = call.unacked_provisional.as_mut().filter(|r| r.next <= now) {
             if now >= r.give_up {
                 call.unacked_provisional = None;
-                warn!(call_id = %call.caller.dialog.id.call_id, "no PRACK for a reliable provisional response");
+                warn!(call_id = %call.record.call_id, "no PRACK for a reliable provisional response");
                 return self.fail_caller(key, 500, "Server Internal Error (no PRACK)", Disposition::Failed, HangupBy::Switch, now);
             }
             out.push(r.transmit.clone());
@@ -816,7 +819,7 @@ impl SipCore {
         let Some(&key) = self.call_invites.get(&invite) else {
             return Vec::new();
         };
-        info!(call_id = %self.calls[&key].caller.dialog.id.call_id, "caller cancelled");
+        info!(call_id = %self.calls[&key].record.call_id, "caller cancelled");
         self.fail_caller(key, 487, "Request Terminated", Disposition::Cancelled, HangupBy::Caller, now)
     }
 
@@ -1047,7 +1050,7 @@ impl SipCore {
             if status == 100 || call.state != CallState::Ringing {
                 return out;
             }
-            out.extend(self.relay_provisional(key, i, msg, status, now));
+            out.extend(self.relay_provisional(key, msg, status, now));
             return out;
         }
         if (200..300).contains(&status) {
@@ -1175,7 +1178,7 @@ impl SipCore {
         }
         if call.state == CallState::Ringing && call.forks.iter().all(|f| f.state == ForkState::Done) {
             let (code, reason, disposition) = caller_status(call.forks.iter().filter_map(|f| f.status));
-            debug!(call_id = %call.caller.dialog.id.call_id, code, "every callee refused");
+            debug!(call_id = %call.record.call_id, code, "every callee refused");
             return self.fail_caller(key, code, reason, disposition, HangupBy::Callee, now);
         }
         if call.state == CallState::Transferring && call.forks[call.fork_base..].iter().all(|f| f.state == ForkState::Done) {
@@ -1187,17 +1190,10 @@ impl SipCore {
     }
 
     /// 180/183 from a fork, relayed to the caller; a 183 with SDP brings early media.
-    fn relay_provisional(
-        &mut self,
-        key: CallKey,
-        i: usize,
-        msg: &SipMessage,
-        status: u16,
-        now: Instant,
-    ) -> Vec<Transmit> {
+    fn relay_provisional(&mut self, key: CallKey, msg: &SipMessage, status: u16, now: Instant) -> Vec<Transmit> {
         let mut sdp = None;
         if !msg.body().is_empty() {
-            match self.apply_callee_answer(key, i, msg) {
+            match self.apply_callee_answer(key, msg) {
                 Ok(answer) => sdp = Some(answer),
                 Err(why) => debug!(why, "early media answer not usable; relayed without it"),
             }
@@ -1213,9 +1209,9 @@ impl SipCore {
         self.respond_caller(key, code, &reason, sdp.as_deref(), now)
     }
 
-    /// The callee's SDP answer (in a 183 or 2xx from fork `i`): read it, start
+    /// The callee's SDP answer (in a 183 or 2xx from a fork): read it, start
     /// or update the media, and work out the caller's answer.
-    fn apply_callee_answer(&mut self, key: CallKey, _i: usize, msg: &SipMessage) -> Result<String, String> {
+    fn apply_callee_answer(&mut self, key: CallKey, msg: &SipMessage) -> Result<String, String> {
         let call = self.calls.get_mut(&key).ok_or("no call")?;
         let (_, our_offer, callee_rtp) = call.callee_sdp.as_ref().ok_or("no offer")?;
         let answer = SdpSession::parse(msg.body()).map_err(|e| e.to_string())?;
@@ -1304,7 +1300,7 @@ impl SipCore {
     /// The first 2xx from a fork: the call is answered. The callee gets its ACK,
     /// the other forks a CANCEL, the caller our 200 with the SDP answer.
     fn callee_answered(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
-        let caller_sdp = match self.apply_callee_answer(key, i, msg) {
+        let caller_sdp = match self.apply_callee_answer(key, msg) {
             Ok(sdp) => sdp,
             Err(why) => {
                 warn!(why, "the callee's answer is not usable");
@@ -1373,7 +1369,7 @@ impl SipCore {
             profile: if call.record.destination.starts_with("trunk:") { Profile::External } else { Profile::Internal },
             dialog,
         };
-        info!(call_id = %call.caller.dialog.id.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
+        info!(call_id = %call.record.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
         self.call_dialogs.insert(callee.dialog.id.clone(), (key, Side::Callee));
         call.callee = Some(callee);
         if let Some(callee) = call.callee.as_mut() {
@@ -1517,7 +1513,7 @@ impl SipCore {
             return out;
         }
         let call = self.calls.get_mut(&key).expect("looked up");
-        info!(call_id = %call.caller.dialog.id.call_id, from = ?side, number, destination, "blind transfer");
+        info!(call_id = %call.record.call_id, from = ?side, number, destination, "blind transfer");
         call.forks.extend(forks);
         call.fork_base = first;
         call.state = CallState::Transferring;
@@ -1657,7 +1653,7 @@ impl SipCore {
             Side::Caller => std::mem::replace(&mut call.caller, target),
             Side::Callee => call.callee.replace(target).expect("answered"),
         };
-        info!(call_id = %call.caller.dialog.id.call_id, "attended transfer done");
+        info!(call_id = %call.record.call_id, "attended transfer done");
         if let Some(Media::Running(control)) = &call.media {
             if let Ok(p) = params {
                 control.send(MediaCommand::UpdateLeg(side.leg(), p));
@@ -1761,7 +1757,7 @@ impl SipCore {
             Side::Callee => call.callee.replace(target).expect("answered"),
         };
         call.state = CallState::Answered;
-        info!(call_id = %call.caller.dialog.id.call_id, "call transferred");
+        info!(call_id = %call.record.call_id, "call transferred");
         if let Some(Media::Running(control)) = &call.media {
             if let Ok(p) = params {
                 control.send(MediaCommand::UpdateLeg(side.leg(), p));
@@ -1805,7 +1801,7 @@ impl SipCore {
             return Vec::new();
         };
         call.state = CallState::Answered;
-        info!(call_id = %call.caller.dialog.id.call_id, code, "transfer failed");
+        info!(call_id = %call.record.call_id, code, "transfer failed");
         if let Some(Media::Running(control)) = &call.media {
             control.send(MediaCommand::SetMode(Mode::Bridge));
             control.send(MediaCommand::Play(transfer.from.other().leg(), None));
@@ -2041,7 +2037,7 @@ impl SipCore {
                 }
             }
         }
-        info!(call_id = %call.caller.dialog.id.call_id, from = ?from, mode = ?mode, "offer relayed and answered");
+        info!(call_id = %call.record.call_id, from = ?from, mode = ?mode, "offer relayed and answered");
         out.extend(self.answer_in_dialog(&relayed.msg, relayed.tx, relayed.remote, key, from, Some(&sdp), now));
         out
     }
@@ -2073,7 +2069,7 @@ impl SipCore {
         if let Some(other) = call.party_mut(side.other()) {
             out.extend(send_bye(&mut self.transactions, other, (NORMAL_CLEARING, reason), now));
         }
-        info!(call_id = %call.caller.dialog.id.call_id, by = ?by, reason, "call ended");
+        info!(call_id = %call.record.call_id, by = ?by, reason, "call ended");
         out.extend(self.cancel_transfer_forks(key, now));
         self.write_cdr(key, Disposition::Answered, 200, "OK", by);
         self.remove_call(key);
@@ -2094,7 +2090,7 @@ impl SipCore {
                 out.extend(send_bye(&mut self.transactions, party, (TEMPORARY_FAILURE, reason), now));
             }
         }
-        warn!(call_id = %call.caller.dialog.id.call_id, reason, "call ended by the switch");
+        warn!(call_id = %call.record.call_id, reason, "call ended by the switch");
         self.write_cdr(key, Disposition::Answered, 200, "OK", by);
         self.remove_call(key);
         out
@@ -2136,7 +2132,7 @@ impl SipCore {
         let Some(sink) = &self.cdr else { return };
         let r = &call.record;
         sink.send(Cdr::new(
-            call.caller.dialog.id.call_id.clone(),
+            r.call_id.clone(),
             r.caller.clone(),
             r.callee.clone(),
             r.destination.clone(),
@@ -2214,6 +2210,7 @@ impl Call {
             transfer: None,
             fork_base: 0,
             record: Record {
+                call_id: req.msg.call_id().unwrap_or_default().to_string(),
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
                 destination,
