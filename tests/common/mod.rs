@@ -241,7 +241,12 @@ pub fn sipp(scenario: &str, target: SocketAddr, transport: &str, args: &[&str]) 
         .stdin(Stdio::null())
         .output()
         .expect("run sipp (Debian package sip-tester)");
-    let errors: String = std::fs::read_dir(&dir)
+    sipp_outcome(&dir, &out)
+}
+
+/// Whether a SIPp run succeeded, with its output and the error log it wrote in `dir`.
+fn sipp_outcome(dir: &Path, out: &std::process::Output) -> (bool, String) {
+    let errors: String = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -372,16 +377,7 @@ pub fn sipp_server(scenario: &str, port: u16, transport: &str) -> std::thread::J
         .stdin(Stdio::null());
     let handle = std::thread::spawn(move || {
         let out = cmd.output().expect("run sipp (Debian package sip-tester)");
-        let errors: String = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect();
-        let text =
-            format!("{}\n{}\n{errors}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        sipp_outcome(&dir, &out)
     });
     // A REGISTER sent before SIPp listens would be lost (over TCP, not even retransmitted).
     let end = std::time::Instant::now() + Duration::from_secs(10);

@@ -189,10 +189,11 @@ fn log_stats(core: &SipCore, transport: &TransportLayer, now: Instant, last: &mu
     let t = transport.stats();
     let (aors, bindings) = core.registrations();
     let (trunks_registered, trunks_failed) = core.trunk_registrations().counts();
+    let calls = core.call_count();
     let line = format!(
         "requests={} responses_in={} challenges={} auth_failures={} auth_bans={} auth_refused={} banned_sources={} \
 registrations_ok={} registrations_expired={} aors={aors} bindings={bindings} \
-trunks_registered={trunks_registered} trunks_failed={trunks_failed} transactions={} acl_rejected={} overloaded={} \
+trunks_registered={trunks_registered} trunks_failed={trunks_failed} calls={calls} transactions={} acl_rejected={} overloaded={} \
 dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} events_dropped={}",
         s.requests_in.iter().sum::<u64>(),
         s.responses_in,

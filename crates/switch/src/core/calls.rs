@@ -446,33 +446,8 @@ impl SipCore {
         let media = self.media.as_ref().expect("checked").echo(leg, params);
         let control = spawn_media_task(key, media, self.media_reports.clone());
         info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, "echo call answered");
-        let call = Call {
-            state: CallState::Answered,
-            callee: None,
-            invite: None,
-            forks: Vec::new(),
-            callee_sdp: None,
-            early_answer: None,
-            callee_agreed: None,
-            media: Some(Media::Running(control)),
-            relayed: None,
-            deadline: None,
-            armed: None,
-            caller_requires_100rel: requires_100rel(req.msg),
-            last_rseq: 0,
-            unacked_provisional: None,
-            transfer: None,
-            fork_base: 0,
-            record: Record {
-                caller: caller_of(req.msg),
-                callee: number.to_string(),
-                destination: "echo".into(),
-                start: SystemTime::now(),
-                answer: Some(SystemTime::now()),
-                written: false,
-            },
-            caller,
-        };
+        let mut call = Call::new(req, caller, number, "echo".into(), CallState::Answered, Media::Running(control));
+        call.record.answer = Some(SystemTime::now());
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         self.calls.insert(key, call);
         self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now)
@@ -586,33 +561,12 @@ impl SipCore {
             return out;
         }
         info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, destination, forks = forks.len(), "call ringing");
-        let call = Call {
-            state: CallState::Ringing,
-            callee: None,
-            invite: Some(CallerInvite { msg: req.msg.clone(), tx, remote: req.source.remote }),
-            forks,
-            callee_sdp: Some((callee_sdp, callee_offer, callee_leg.local_rtp())),
-            early_answer: None,
-            callee_agreed: None,
-            media: Some(Media::Allocated(Box::new((caller_leg, callee_leg)))),
-            relayed: None,
-            deadline: None,
-            armed: None,
-            caller_requires_100rel: requires_100rel(req.msg),
-            last_rseq: 0,
-            unacked_provisional: None,
-            transfer: None,
-            fork_base: 0,
-            record: Record {
-                caller: caller_of(req.msg),
-                callee: number.to_string(),
-                destination,
-                start: SystemTime::now(),
-                answer: None,
-                written: false,
-            },
-            caller,
-        };
+        let callee_rtp = callee_leg.local_rtp();
+        let media = Media::Allocated(Box::new((caller_leg, callee_leg)));
+        let mut call = Call::new(req, caller, number, destination, CallState::Ringing, media);
+        call.invite = Some(CallerInvite { msg: req.msg.clone(), tx, remote: req.source.remote });
+        call.forks = forks;
+        call.callee_sdp = Some((callee_sdp, callee_offer, callee_rtp));
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         self.call_invites.insert(tx, key);
         self.calls.insert(key, call);
@@ -2239,6 +2193,37 @@ fn send_bye(
 }
 
 impl Call {
+    /// A call from `req`'s caller, before any callee answers.
+    fn new(req: &Req<'_>, caller: Party, number: &str, destination: String, state: CallState, media: Media) -> Call {
+        Call {
+            state,
+            caller,
+            callee: None,
+            invite: None,
+            forks: Vec::new(),
+            callee_sdp: None,
+            early_answer: None,
+            callee_agreed: None,
+            media: Some(media),
+            relayed: None,
+            deadline: None,
+            armed: None,
+            caller_requires_100rel: requires_100rel(req.msg),
+            last_rseq: 0,
+            unacked_provisional: None,
+            transfer: None,
+            fork_base: 0,
+            record: Record {
+                caller: caller_of(req.msg),
+                callee: number.to_string(),
+                destination,
+                start: SystemTime::now(),
+                answer: None,
+                written: false,
+            },
+        }
+    }
+
     fn party(&self, side: Side) -> Option<&Party> {
         match side {
             Side::Caller => Some(&self.caller),
