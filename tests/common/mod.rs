@@ -1,15 +1,18 @@
 //! Starts the real `tandem` binary on a generated configuration with port-0
 //! listeners on loopback, learns the bound ports from its JSON log, and runs the
-//! real peers (SIPp, socat) against it.
+//! real peers (SIPp, socat) against it: SIPp phones in the background with
+//! their `<log>` lines, and test-owned RTP sockets that check the relay.
 
 #![allow(dead_code)] // each test file uses part of this
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The demo endpoints of the default configuration, as the tests use them.
 pub const ENDPOINTS: &str = r#"
@@ -383,4 +386,404 @@ pub fn sipp_server(scenario: &str, port: u16, transport: &str) -> std::thread::J
         std::thread::sleep(Duration::from_millis(20));
     }
     handle
+}
+
+// ---- SIPp phones and the switch they call through ----
+
+/// A loopback UDP port nobody holds now (the system's choice, released).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An even loopback UDP port that is free with the one two above it: SIPp binds
+/// its media port and that one (for video).
+pub fn free_media_port() -> u16 {
+    for _ in 0..100 {
+        let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port.is_multiple_of(2) && port < 65000 && UdpSocket::bind(("127.0.0.1", port + 2)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free even UDP port pair on loopback");
+}
+
+/// Whether a process has a UDP socket bound on `port` (IPv4), from /proc.
+pub fn udp_port_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .is_some_and(|(_, p)| u16::from_str_radix(p, 16).ok() == Some(port))
+    })
+}
+
+/// One SIPp process running a scenario in the background, its `<log>` lines
+/// in a file of its own.
+pub struct Sipp {
+    child: Option<Child>,
+    name: String,
+    log: PathBuf,
+    errors: PathBuf,
+    messages: PathBuf,
+    output: PathBuf,
+    started: Instant,
+}
+
+impl Sipp {
+    /// Starts `scenario` from 127.0.0.1:`port` against `target` over UDP, one
+    /// call (unless `args` has `-m`), 20 s at most, logging into `dir` under `name`.
+    pub fn spawn(dir: &Path, name: &str, scenario: &str, target: SocketAddr, port: u16, args: &[&str]) -> Sipp {
+        require_tool("sipp", "sip-tester");
+        std::fs::create_dir_all(dir).unwrap();
+        let file = |suffix: &str| dir.join(format!("{name}_{suffix}.log"));
+        let (log, errors, messages, output) = (file("logs"), file("errors"), file("messages"), file("output"));
+        let mp = free_media_port().to_string();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(dir)
+            .arg("-sf")
+            .arg(sipp_dir().join(scenario))
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
+            .args(["-timeout", "20s", "-timeout_error", "-nostdin"])
+            .args(["-trace_err", "-trace_msg", "-trace_logs"])
+            .arg("-log_file")
+            .arg(&log)
+            .arg("-error_file")
+            .arg(&errors)
+            .arg("-message_file")
+            .arg(&messages);
+        // One call, unless the test says how many.
+        if !args.contains(&"-m") {
+            cmd.args(["-m", "1"]);
+        }
+        // The media port, unless the test chose one.
+        if !args.contains(&"-mp") {
+            cmd.args(["-mp", &mp]);
+        }
+        let out = std::fs::File::create(&output).unwrap();
+        let child = cmd
+            .args(args)
+            .arg(target.to_string())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("run sipp (Debian package sip-tester)");
+        Sipp { child: Some(child), name: name.to_string(), log, errors, messages, output, started: Instant::now() }
+    }
+
+    /// The value of the first `<log>` line `key=value`, waiting up to `wait`.
+    pub fn logged(&self, key: &str, wait: Duration) -> Option<String> {
+        let end = Instant::now() + wait;
+        let prefix = format!("{key}=");
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(v) = text.lines().find_map(|l| l.strip_prefix(&prefix)) {
+                return Some(v.trim().to_string());
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the scenario logs the line `line` within `wait`.
+    pub fn wait_line(&self, line: &str, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        while !self.log_lines().iter().any(|l| l == line) {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// The `<log>` lines written so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    /// A relay port the scenario logged (`relay_port=N`).
+    pub fn relay_port(&self) -> SocketAddr {
+        let port = self.logged("relay_port", Duration::from_secs(10));
+        let port = port.unwrap_or_else(|| panic!("{}: no SDP with the relay's port\n{}", self.name, self.report()));
+        SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().unwrap()))
+    }
+
+    /// Waits for SIPp to end (at most 25 s after it started) and returns
+    /// whether its call succeeded.
+    pub fn finish(&mut self) -> bool {
+        let mut child = self.child.take().expect("finished once");
+        let end = self.started + Duration::from_secs(25);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that the scenario ran to its end.
+    pub fn succeeds(&mut self) {
+        let ok = self.finish();
+        assert!(ok, "{}: the scenario failed\n{}", self.name, self.report());
+    }
+
+    /// Its errors and the messages it exchanged, for a failure message.
+    pub fn report(&self) -> String {
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        // The last screen of its output: the statistics, or why it did not start.
+        let output = read(&self.output);
+        let tail = output.len().saturating_sub(3000);
+        let (name, errors, messages) = (&self.name, read(&self.errors), read(&self.messages));
+        format!(
+            "--- {name} output ---\n{}\n--- {name} errors ---\n{errors}\n--- {name} messages ---\n{messages}",
+            output.get(tail..).unwrap_or(&output)
+        )
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A test's switch, and a folder for its peers' files.
+pub struct Bench {
+    pub switch: Switch,
+    pub dir: PathBuf,
+}
+
+impl Bench {
+    pub fn start(name: &str, config: &str) -> Bench {
+        let switch = Switch::start(name, config);
+        let dir = switch.dir.join("peers");
+        Bench { switch, dir }
+    }
+
+    pub fn udp(&self) -> SocketAddr {
+        self.switch.addr("internal", "udp", false)
+    }
+
+    /// A SIPp phone registered as 1002 from a port of its own (digest auth),
+    /// then listening there with `scenario` for the INVITE.
+    pub fn callee(&self, name: &str, scenario: &str, args: &[&str]) -> Sipp {
+        self.phone("1002", name, scenario, args)
+    }
+
+    /// A SIPp phone registered as endpoint `user` (password `demo<user>`) from
+    /// a port of its own, then listening there with `scenario`.
+    pub fn phone(&self, user: &str, name: &str, scenario: &str, args: &[&str]) -> Sipp {
+        let port = free_port();
+        let password = format!("demo{user}");
+        sipp_ok(
+            "register_auth.xml",
+            self.udp(),
+            "u1",
+            &["-s", user, "-au", user, "-ap", &password, "-p", &port.to_string()],
+        );
+        let sipp = Sipp::spawn(&self.dir, name, scenario, self.udp(), port, args);
+        let end = Instant::now() + Duration::from_secs(5);
+        while !udp_port_bound(port) {
+            assert!(Instant::now() < end, "{name}: SIPp did not bind 127.0.0.1:{port}\n{}", sipp.report());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sipp
+    }
+
+    /// SIPp as 1001 calling `number` with `scenario`.
+    pub fn caller(&self, name: &str, scenario: &str, number: &str, args: &[&str]) -> Sipp {
+        let base = ["-s", number, "-au", "1001", "-ap", "demo1001"];
+        Sipp::spawn(&self.dir, name, scenario, self.udp(), free_port(), &[&base[..], args].concat())
+    }
+
+    /// The first `count` CDRs, waiting up to 5 s for them.
+    pub fn cdrs(&self, count: usize) -> Vec<Value> {
+        let path = self.switch.dir.join("data/cdr.jsonl");
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            // Whole lines only: the switch may be writing the next one.
+            let lines = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+            let records: Vec<Value> = lines.map(|l| serde_json::from_str(l).expect("a CDR is JSON")).collect();
+            if records.len() >= count {
+                return records;
+            }
+            assert!(Instant::now() < end, "{count} CDR(s) expected, found:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The only CDR, once written; no second one appears meanwhile.
+    pub fn cdr(&self) -> Value {
+        let records = self.cdrs(1);
+        std::thread::sleep(Duration::from_millis(200));
+        let again = self.cdrs(1);
+        assert_eq!(again.len(), 1, "one call, one CDR: {again:?}");
+        records.into_iter().next().unwrap()
+    }
+
+    /// The relay's packet counters of the first call whose media stopped:
+    /// (a_rtp_in, a_rtp_out, b_rtp_in, b_rtp_out); leg A is the caller's.
+    pub fn media_counters(&self) -> [u64; 4] {
+        assert!(self.switch.wait_for_log(&["call media stopped"], Duration::from_secs(5)), "the call's media stopped");
+        let line = self.switch.log_lines().into_iter().find(|l| l.contains("call media stopped")).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        ["a_rtp_in", "a_rtp_out", "b_rtp_in", "b_rtp_out"]
+            .map(|k| v["fields"][k].as_u64().unwrap_or_else(|| panic!("no {k} in {line}")))
+    }
+
+    pub fn count_log(&self, message: &str) -> usize {
+        let needle = format!("\"message\":\"{message}\"");
+        self.switch.log_lines().iter().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+// ---- RTP ----
+
+pub const PACKETS: u16 = 50;
+pub const PAYLOAD: usize = 160;
+
+/// A G.711 μ-law packet (RTP v2, PT 0, 20 ms) whose payload says who sent it
+/// and which one it is: `side`, the sequence number, then a pattern of both.
+pub fn rtp_packet(side: u8, seq: u16) -> Vec<u8> {
+    let ssrc = u32::from_be_bytes([side, 0x7a, 0x6e, 0x64]);
+    let mut p = Vec::with_capacity(12 + PAYLOAD);
+    p.extend_from_slice(&[0x80, 0]);
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.push(side);
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend((3..PAYLOAD).map(|i| (i as u8).wrapping_mul(7) ^ (seq as u8) ^ side));
+    p
+}
+
+/// Receives on `socket` until `count` of the packets `side` sends have come or
+/// `wait` is over: the payloads of every valid PT 0 RTP packet (others may come
+/// too, e.g. music on hold), and how many datagrams were something else.
+pub fn receive_rtp(
+    socket: UdpSocket,
+    side: u8,
+    count: usize,
+    wait: Duration,
+) -> std::thread::JoinHandle<(Vec<Vec<u8>>, usize)> {
+    std::thread::spawn(move || {
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let end = Instant::now() + wait;
+        let (mut payloads, mut other) = (Vec::<Vec<u8>>::new(), 0);
+        let mut buf = [0u8; 2048];
+        while payloads.iter().filter(|p| sent_by(p, side)).count() < count && Instant::now() < end {
+            let Ok(n) = socket.recv(&mut buf) else { continue };
+            // Version 2, no padding, extension or CSRC; payload type 0 (the marker may be set).
+            if n == 12 + PAYLOAD && buf[0] == 0x80 && buf[1] & 0x7f == 0 {
+                payloads.push(buf[12..n].to_vec());
+            } else {
+                other += 1;
+            }
+        }
+        (payloads, other)
+    })
+}
+
+/// Whether `payload` is that of a packet `side` sends.
+pub fn sent_by(payload: &[u8], side: u8) -> bool {
+    let seq = u16::from_be_bytes([payload[1], payload[2]]);
+    payload[0] == side && payload[..] == rtp_packet(side, seq)[12..]
+}
+
+/// Throws away what is waiting on `socket` (packets of an earlier phase).
+pub fn drain(socket: &UdpSocket) {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    while socket.recv(&mut buf).is_ok() {}
+    socket.set_nonblocking(false).unwrap();
+}
+
+/// What one side received of the other's packets.
+pub struct Heard {
+    /// The payloads that came, in order.
+    pub payloads: Vec<Vec<u8>>,
+    /// Datagrams that were not PT 0 RTP of our size.
+    pub other: usize,
+}
+
+impl Heard {
+    /// Whether every one of `side`'s `count` payloads came, in order and unchanged.
+    pub fn everything_from(&self, side: u8, count: u16) -> bool {
+        let theirs: Vec<&Vec<u8>> = self.payloads.iter().filter(|p| sent_by(p, side)).collect();
+        theirs.len() == usize::from(count)
+            && theirs.iter().zip(0..count).all(|(p, seq)| p[..] == rtp_packet(side, seq)[12..])
+    }
+
+    /// How many of the payloads are packets `side` sent.
+    pub fn from(&self, side: u8) -> usize {
+        self.payloads.iter().filter(|p| sent_by(p, side)).count()
+    }
+}
+
+/// Sends `count` packets each way, 20 ms apart: from `a` (side `A`) to the
+/// relay's port for the caller, from `b` (side `B`) to its port for the
+/// callee; returns what `a` and `b` received meanwhile (what was waiting on
+/// them before is thrown away).
+pub fn exchange_rtp(
+    a: &UdpSocket,
+    relay_a: SocketAddr,
+    b: &UdpSocket,
+    relay_b: SocketAddr,
+    count: u16,
+) -> (Heard, Heard) {
+    let wait = Duration::from_millis(20 * u64::from(count) + 1000);
+    drain(a);
+    drain(b);
+    let at_a = receive_rtp(a.try_clone().unwrap(), b'B', usize::from(count), wait);
+    let at_b = receive_rtp(b.try_clone().unwrap(), b'A', usize::from(count), wait);
+    for seq in 0..count {
+        a.send_to(&rtp_packet(b'A', seq), relay_a).unwrap();
+        b.send_to(&rtp_packet(b'B', seq), relay_b).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let heard = |h: std::thread::JoinHandle<(Vec<Vec<u8>>, usize)>| {
+        let (payloads, other) = h.join().unwrap();
+        Heard { payloads, other }
+    };
+    (heard(at_a), heard(at_b))
+}
+
+/// Asserts that each side heard every packet the other sent.
+pub fn assert_both_ways((at_a, at_b): &(Heard, Heard), count: u16) {
+    assert!(
+        at_b.everything_from(b'A', count),
+        "the callee got {} of the caller's {count} packets through the relay ({} other RTP packets, {} other datagrams)",
+        at_b.from(b'A'),
+        at_b.payloads.len() - at_b.from(b'A'),
+        at_b.other
+    );
+    assert!(
+        at_a.everything_from(b'B', count),
+        "the caller got {} of the callee's {count} packets through the relay ({} other RTP packets, {} other datagrams)",
+        at_a.from(b'B'),
+        at_a.payloads.len() - at_a.from(b'B'),
+        at_a.other
+    );
+}
+
+/// Two loopback sockets standing for the phones' media, and their ports.
+pub fn media_sockets() -> (UdpSocket, UdpSocket, String, String) {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a_port, b_port) = (a.local_addr().unwrap().port().to_string(), b.local_addr().unwrap().port().to_string());
+    (a, b, a_port, b_port)
 }
