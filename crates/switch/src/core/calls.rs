@@ -1647,13 +1647,33 @@ impl SipCore {
         target.profile = place.profile;
         target.agreed = agreed;
         target.touch_timer(now);
-        let params = leg_params(&target.agreed);
-        self.call_dialogs.insert(target.dialog.id.clone(), (key, side));
-        let mut transferor = match side {
-            Side::Caller => std::mem::replace(&mut call.caller, target),
-            Side::Callee => call.callee.replace(target).expect("answered"),
-        };
         info!(call_id = %call.record.call_id, "attended transfer done");
+        if let Some(mut transferor) = self.swap_in(key, side, target) {
+            out.extend(self.release_transferor(&mut transferor, now));
+        }
+        out
+    }
+
+    /// The NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.5).
+    fn notify_transferor(&mut self, key: CallKey, side: Side, code: u16, reason: &str, last: bool, now: Instant) -> Vec<Transmit> {
+        match self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) {
+            Some(party) => send_refer_notify(&mut self.transactions, party, (code, reason), last, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// A transfer target takes the transferor's place on `side`: its dialog
+    /// and the transferor's relay leg; the other side hears it instead of music.
+    /// Returns the transferor, no longer in the call.
+    fn swap_in(&mut self, key: CallKey, side: Side, target: Party) -> Option<Party> {
+        let call = self.calls.get_mut(&key)?;
+        let params = leg_params(&target.agreed);
+        let target_id = target.dialog.id.clone();
+        let transferor = match side {
+            Side::Caller => std::mem::replace(&mut call.caller, target),
+            Side::Callee => call.callee.replace(target)?,
+        };
+        call.state = CallState::Answered;
         if let Some(Media::Running(control)) = &call.media {
             if let Ok(p) = params {
                 control.send(MediaCommand::UpdateLeg(side.leg(), p));
@@ -1663,39 +1683,16 @@ impl SipCore {
         }
         self.call_dialogs.remove(&transferor.dialog.id);
         self.pending_answers.remove(&transferor.dialog.id);
+        self.call_dialogs.insert(target_id, (key, side));
         self.rearm(key);
-        let body = "SIP/2.0 200 OK\r\n";
-        let headers = [("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")];
-        let (notify, _) = transferor.dialog.request(
-            &Method::Notify,
-            &transferor.via,
-            &headers,
-            Some(("message/sipfrag;version=2.0", body.as_bytes())),
-        );
-        if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
-            out.push(t);
-        }
-        out.extend(send_bye(&mut self.transactions, &mut transferor, (NORMAL_CLEARING, "transferred"), now));
-        out
+        Some(transferor)
     }
 
-    /// The NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.5).
-    fn notify_transferor(&mut self, key: CallKey, side: Side, code: u16, reason: &str, last: bool, now: Instant) -> Vec<Transmit> {
-        let Some(party) = self.calls.get_mut(&key).and_then(|c| c.party_mut(side)) else {
-            return Vec::new();
-        };
-        let state = if last { "terminated;reason=noresource" } else { "active;expires=60" };
-        let body = format!("SIP/2.0 {code} {reason}\r\n");
-        let headers = [("Event", "refer"), ("Subscription-State", state)];
-        let (notify, _) =
-            party.dialog.request(&Method::Notify, &party.via, &headers, Some(("message/sipfrag;version=2.0", body.as_bytes())));
-        match self.transactions.send_request(notify, party.target, now) {
-            Ok((_, t)) => vec![t],
-            Err(why) => {
-                warn!(why, "could not send NOTIFY");
-                Vec::new()
-            }
-        }
+    /// The transfer is done: the transferor hears "200 OK" and is hung up on.
+    fn release_transferor(&mut self, transferor: &mut Party, now: Instant) -> Vec<Transmit> {
+        let mut out = send_refer_notify(&mut self.transactions, transferor, (200, "OK"), true, now);
+        out.extend(send_bye(&mut self.transactions, transferor, (NORMAL_CLEARING, "transferred"), now));
+        out
     }
 
     fn cancel_transfer_forks(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
@@ -1750,35 +1747,12 @@ impl SipCore {
             dialog,
         };
         target.touch_timer(now);
-        let params = leg_params(&target.agreed);
-        let target_id = target.dialog.id.clone();
-        let mut transferor = match side {
-            Side::Caller => std::mem::replace(&mut call.caller, target),
-            Side::Callee => call.callee.replace(target).expect("answered"),
-        };
-        call.state = CallState::Answered;
         info!(call_id = %call.record.call_id, "call transferred");
-        if let Some(Media::Running(control)) = &call.media {
-            if let Ok(p) = params {
-                control.send(MediaCommand::UpdateLeg(side.leg(), p));
-            }
-            control.send(MediaCommand::SetMode(Mode::Bridge));
-            control.send(MediaCommand::Play(side.other().leg(), None));
-        }
-        self.call_dialogs.remove(&transferor.dialog.id);
-        self.pending_answers.remove(&transferor.dialog.id);
-        self.call_dialogs.insert(target_id, (key, side));
+        let transferor = self.swap_in(key, side, target);
         self.set_deadline(key, None);
         out.extend(self.cancel_transfer_forks_except(key, i, now));
-        if !transfer.transferor_gone {
-            let body = "SIP/2.0 200 OK\r\n";
-            let headers = [("Event", "refer"), ("Subscription-State", "terminated;reason=noresource")];
-            let (notify, _) =
-                transferor.dialog.request(&Method::Notify, &transferor.via, &headers, Some(("message/sipfrag;version=2.0", body.as_bytes())));
-            if let Ok((_, t)) = self.transactions.send_request(notify, transferor.target, now) {
-                out.push(t);
-            }
-            out.extend(send_bye(&mut self.transactions, &mut transferor, (NORMAL_CLEARING, "transferred"), now));
+        if let Some(mut transferor) = transferor.filter(|_| !transfer.transferor_gone) {
+            out.extend(self.release_transferor(&mut transferor, now));
         }
         out
     }
@@ -2163,6 +2137,29 @@ impl SipCore {
 
     pub fn call_count(&self) -> usize {
         self.calls.len()
+    }
+}
+
+/// A NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.5): the
+/// transfer's progress as a sipfrag status line.
+fn send_refer_notify(
+    transactions: &mut dialog_layer::transaction::TransactionLayer,
+    party: &mut Party,
+    (code, reason): (u16, &str),
+    last: bool,
+    now: Instant,
+) -> Vec<Transmit> {
+    let state = if last { "terminated;reason=noresource" } else { "active;expires=60" };
+    let body = format!("SIP/2.0 {code} {reason}\r\n");
+    let headers = [("Event", "refer"), ("Subscription-State", state)];
+    let sipfrag = Some(("message/sipfrag;version=2.0", body.as_bytes()));
+    let (notify, _) = party.dialog.request(&Method::Notify, &party.via, &headers, sipfrag);
+    match transactions.send_request(notify, party.target, now) {
+        Ok((_, t)) => vec![t],
+        Err(why) => {
+            warn!(why, "could not send NOTIFY");
+            Vec::new()
+        }
     }
 }
 
