@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Bench, ENDPOINTS, PACKETS, assert_both_ways, exchange_rtp, free_media_port, free_port, media_sockets, require_tool,
+    Bench, ENDPOINTS, PACKETS, assert_both_ways, exchange_rtp, free_media_port, free_port, media_sockets,
     sipp_ok,
 };
 use serde_json::Value;
@@ -287,79 +285,22 @@ fn an_unregistered_endpoint_is_unavailable_and_an_unknown_number_not_found() {
     assert_eq!(cdr["status"], 480, "{cdr}");
 }
 
-/// baresip (Debian `baresip-core`) as the called phone, auto-answering, with
-/// the switch's music-on-hold file as its microphone; what it plays goes to an
-/// in-memory device. Its output lines come through the channel.
-fn baresip_phone(dir: &Path, account: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
-    require_tool("baresip", "baresip-core");
-    let wav = Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds/moh.wav");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("config"),
-        format!(
-            "sip_listen 127.0.0.1:{port}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-module aubridge.so\nmodule_app account.so\nmodule_app menu.so\naudio_source aufile,{wav}\naudio_player aubridge,x\n",
-            port = free_port(),
-            wav = wav.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
-    let mut child = Command::new("baresip")
-        .arg("-f")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run baresip (Debian package baresip-core)");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Waits for a line of baresip's output containing `needle`; the lines seen
-/// meanwhile go into `seen`.
-fn baresip_says(rx: &std::sync::mpsc::Receiver<String>, needle: &str, wait: Duration, seen: &mut Vec<String>) -> bool {
-    let end = Instant::now() + wait;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let found = line.contains(needle);
-                seen.push(line);
-                if found {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
-}
 
 #[test]
 fn baresip_answers_a_call_through_the_switch() {
     let bench = Bench::start("b2bua-baresip", &config(None));
     let account = format!("<sip:1002@{}>;auth_pass=demo1002;regint=60;answermode=auto", bench.udp());
-    let (mut phone, rx) = baresip_phone(&bench.dir.join("baresip"), &account);
+    let (mut phone, rx) = common::baresip(&bench.dir.join("baresip"), &account);
     let mut seen = Vec::new();
-    let registered = baresip_says(&rx, "[1 binding]", Duration::from_secs(15), &mut seen);
+    let registered = common::baresip_says(&rx, "[1 binding]", Duration::from_secs(15), &mut seen);
     assert!(registered, "baresip did not register as 1002:\n{}", seen.join("\n"));
 
     let mp = free_media_port().to_string();
     let mut caller = bench.caller("caller", "b2bua_caller_pcap.xml", "1002", &["-mp", &mp, "-key", "rtp_port", &mp]);
-    let established = baresip_says(&rx, "Call established", Duration::from_secs(10), &mut seen);
+    let established = common::baresip_says(&rx, "Call established", Duration::from_secs(10), &mut seen);
     // The caller: 180, 200 (PCMA, which baresip took), 4 s of audio, BYE.
     caller.succeeds();
-    let ended = baresip_says(&rx, "terminated", Duration::from_secs(5), &mut seen);
+    let ended = common::baresip_says(&rx, "terminated", Duration::from_secs(5), &mut seen);
     let _ = phone.kill();
     let _ = phone.wait();
     assert!(established && ended, "baresip answered and got the BYE:\n{}", seen.join("\n"));

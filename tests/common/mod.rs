@@ -787,3 +787,62 @@ pub fn media_sockets() -> (UdpSocket, UdpSocket, String, String) {
     let (a_port, b_port) = (a.local_addr().unwrap().port().to_string(), b.local_addr().unwrap().port().to_string());
     (a, b, a_port, b_port)
 }
+
+/// baresip (Debian `baresip-core`), a phone stack we did not write, with one
+/// account (`;answermode=auto` makes it answer calls) and the switch's
+/// music-on-hold file as its microphone; what it plays goes to an
+/// in-memory device. Its output lines come through the channel.
+pub fn baresip(dir: &Path, account: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    require_tool("baresip", "baresip-core");
+    let wav = Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds/moh.wav");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "sip_listen 127.0.0.1:{port}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+module aubridge.so\nmodule_app account.so\nmodule_app menu.so\naudio_source aufile,{wav}\naudio_player aubridge,x\n",
+            port = free_port(),
+            wav = wav.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
+    let mut child = Command::new("baresip")
+        .arg("-f")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run baresip (Debian package baresip-core)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a line of baresip's output containing `needle`; the lines seen
+/// meanwhile go into `seen`.
+pub fn baresip_says(rx: &std::sync::mpsc::Receiver<String>, needle: &str, wait: Duration, seen: &mut Vec<String>) -> bool {
+    let end = Instant::now() + wait;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
