@@ -131,10 +131,13 @@ tcp = ["127.0.0.1:0"]
     /// CPU time the switch process has used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+        // After the ")" that ends the command name come fields 3 (state) onwards; utime
+        // and stime are fields 14 and 15. Counted by position: some fields are not
+        // numbers (state) or are negative (tpgid is -1 without a terminal).
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<u64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = field(14) + field(15);
         Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
     }
 
