@@ -41,7 +41,7 @@ fn main() {
     };
     println!(
         "call_rate: {ok} calls ({failed} failed, {:.3}%) in {:.2} s = {:.0} calls/s (offered {rate}/s); \
-INVITE->200 p50 {} ms, p99 {} ms over {} calls (SIPp's resolution: 1 ms); tandem used {:.2} s of CPU = {:.0} us per call",
+INVITE->200 p50 {} ms, p99 {} ms over {} calls (SIPp's step: the kernel tick, 4 ms here); tandem used {:.2} s of CPU = {:.0} us per call",
         100.0 * failed as f64 / (ok + failed).max(1) as f64,
         elapsed.as_secs_f64(),
         ok as f64 / elapsed.as_secs_f64(),
