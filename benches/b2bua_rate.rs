@@ -267,13 +267,7 @@ impl Callee {
         }
         let cpu = children_cpu() - self.cpu_before;
         let text = self.output();
-        let count = |label: &str| -> u64 {
-            text.lines()
-                .rfind(|l| l.trim_start().starts_with(label))
-                .and_then(|l| l.split('|').nth(2))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
+        let count = |label: &str| common::sipp_count(&text, label);
         let errors = files_ending(&self.dir, "_errors.log").iter().map(|p| read_head(p)).collect();
         (count("Successful call"), count("Failed call"), cpu, errors)
     }

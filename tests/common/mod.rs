@@ -330,15 +330,18 @@ pub fn sipp_load(switch: &Switch, scenario: &str, rate: u64, total: u64, args: &
         .expect("run sipp (Debian package sip-tester)");
     let elapsed = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
-    // SIPp's final statistics screen: "  Successful call | <periodic> | <cumulative>".
-    let count = |label: &str| -> u64 {
-        text.lines()
-            .rfind(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let count = |label: &str| sipp_count(&text, label);
     LoadRun { ok: count("Successful call"), failed: count("Failed call"), elapsed, cpu: switch.cpu_time() - cpu_before }
+}
+
+/// A cumulative count from SIPp's final statistics screen:
+/// "  Successful call | <periodic> | <cumulative>".
+pub fn sipp_count(text: &str, label: &str) -> u64 {
+    text.lines()
+        .rfind(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split('|').nth(2))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A load bench's setting from the environment.
