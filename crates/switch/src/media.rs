@@ -40,8 +40,10 @@ impl MediaControl {
 }
 
 /// Runs the call's media until the control is dropped, forwarding its events.
+/// `call_id` names the call in the log.
 pub(crate) fn spawn_media_task(
     call: CallKey,
+    call_id: String,
     mut media: CallMedia,
     reports: mpsc::UnboundedSender<MediaReport>,
 ) -> MediaControl {
@@ -63,7 +65,7 @@ pub(crate) fn spawn_media_task(
                         None => break,
                     };
                     if let Err(e) = result {
-                        warn!(call, error = %e, "media command failed");
+                        warn!(call_id, error = %e, "media command failed");
                     }
                 }
             }
@@ -72,7 +74,7 @@ pub(crate) fn spawn_media_task(
             Ok(stats) => {
                 let b = stats.b.unwrap_or_default();
                 info!(
-                    call,
+                    call_id,
                     a_rtp_in = stats.a.rtp_packets_in,
                     a_rtp_out = stats.a.rtp_packets_out,
                     b_rtp_in = b.rtp_packets_in,
@@ -81,7 +83,7 @@ pub(crate) fn spawn_media_task(
                     "call media stopped"
                 );
             }
-            Err(e) => debug!(call, error = %e, "call media had already stopped"),
+            Err(e) => debug!(call_id, error = %e, "call media had already stopped"),
         }
     });
     MediaControl { commands }

@@ -447,7 +447,7 @@ impl SipCore {
         caller.dialog.confirm();
         let key = self.new_call_key();
         let media = self.media.as_ref().expect("checked").echo(leg, params);
-        let control = spawn_media_task(key, media, self.media_reports.clone());
+        let control = spawn_media_task(key, caller.dialog.id.call_id.clone(), media, self.media_reports.clone());
         info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, "echo call answered");
         let mut call = Call::new(req, caller, number, "echo".into(), CallState::Answered, Media::Running(control));
         call.record.answer = Some(SystemTime::now());
@@ -1258,7 +1258,8 @@ impl SipCore {
                 let (caller, callee_leg) = *legs;
                 if let Some(relay) = &self.media {
                     let media = relay.bridge(caller, callee_leg, BridgeParams { a: caller_params, b: callee_params });
-                    call.media = Some(Media::Running(spawn_media_task(key, media, self.media_reports.clone())));
+                    let control = spawn_media_task(key, call.record.call_id.clone(), media, self.media_reports.clone());
+                    call.media = Some(Media::Running(control));
                 }
             }
             Some(Media::Running(control)) => {
