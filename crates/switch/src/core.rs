@@ -40,7 +40,8 @@ use calls::{Call, ClientRole, Side};
 
 /// Methods the switch accepts (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, REFER";
-/// Option tags the switch supports (the Supported header); extensions arrive with later features.
+/// Option tags the switch supports (the Supported header): session timers (RFC 4028)
+/// and reliable provisional responses (RFC 3262).
 pub const SUPPORTED: &[&str] = &["timer", "100rel"];
 /// How often expired registrations are swept (lookups filter them exactly anyway).
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
@@ -71,7 +72,8 @@ pub struct SipCore {
     call_invites: HashMap<ServerTxId, CallKey>,
     /// Our client transactions that belong to calls.
     client_txs: HashMap<ClientTxId, ClientRole>,
-    /// Each call's next deadline (ring timeout, clean-up), earliest first.
+    /// Each call once, at its next deadline (ring timeout, clean-up, session
+    /// timer, a reliable provisional's retransmission), earliest first.
     call_deadlines: BTreeSet<(Instant, CallKey)>,
     /// Our 2xx answers to INVITEs waiting for their ACK, by dialog.
     pending_answers: HashMap<DialogId, PendingAnswer>,
