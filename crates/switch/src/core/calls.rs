@@ -1327,7 +1327,7 @@ impl SipCore {
         fork.state = ForkState::Done;
         let invite = SipMessage::parse(fork.sent.clone()).ok();
         let dialog = invite.as_ref().map(|inv| Dialog::as_uac(inv, msg, &fork.invite.contact));
-        let Some(Ok(mut dialog)) = dialog else {
+        let Some(Ok(dialog)) = dialog else {
             warn!("a 2xx that makes no dialog (no tags or no Contact)");
             let out = self.fail_caller(
                 key,
@@ -1339,37 +1339,13 @@ impl SipCore {
             );
             return out;
         };
-        let (callee_agreed, callee_rtp) = call.callee_agreed.take().expect("set by apply_callee_answer");
-        let callee_timer = agreed_as_uac(msg).ok().flatten().unwrap_or(SessionTimer {
-            interval: fork.invite.session_expires,
-            refresher: Refresher::Uac,
-            uac_supports: true,
-        });
-        let (callee_sdp, _, _) = call.callee_sdp.take().expect("set at start");
-        // Requests already sent in the early dialog (PRACK) used CSeq numbers.
-        if let Some(early) = fork.early.as_ref().filter(|e| e.id == dialog.id) {
-            dialog.local_seq = early.local_seq;
-        }
-        let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
-        let target = fork.target;
-        let mut out = vec![Transmit { target, data: ack.clone() }];
-        let callee = Party {
-            target,
-            via: fork.invite.via.clone(),
-            sdp: callee_sdp,
-            local_rtp: callee_rtp,
-            agreed: callee_agreed,
-            remote_offer: None,
-            awaiting_answer: None,
-            ack: Some((fork.invite.cseq, ack)),
-            // The callee's 2xx says who refreshes; without one we do (RFC 4028 §7.2).
-            timer: Some(callee_timer),
-            we_refresh: callee_timer.refresher == Refresher::Uac,
-            timer_due: None,
-            // Trunks transfer through the trunk side's dial plan, phones through theirs.
-            profile: if call.record.destination.starts_with("trunk:") { Profile::External } else { Profile::Internal },
-            dialog,
+        let (Some((agreed, local_rtp)), Some((sdp, _, _))) = (call.callee_agreed.take(), call.callee_sdp.take()) else {
+            return Vec::new();
         };
+        // Trunks transfer through the trunk side's dial plan, phones through theirs.
+        let profile = if call.record.destination.starts_with("trunk:") { Profile::External } else { Profile::Internal };
+        let (callee, ack) = fork.answered(dialog, msg, (sdp, local_rtp, agreed), profile);
+        let mut out = vec![ack];
         info!(call_id = %call.record.call_id, callee_call_id = %callee.dialog.id.call_id, "call answered");
         self.call_dialogs.insert(callee.dialog.id.clone(), (key, Side::Callee));
         call.callee = Some(callee);
@@ -1633,10 +1609,12 @@ impl SipCore {
         if let Some(at) = old.armed.take() {
             self.call_deadlines.remove(&(at, other_key));
         }
-        let (mut released, mut target) = match target_side {
-            Side::Callee => (old.caller, old.callee.take().expect("answered")),
-            Side::Caller => (old.callee.take().expect("answered"), old.caller),
+        let caller = old.caller;
+        let pair = match target_side {
+            Side::Callee => old.callee.take().map(|callee| (caller, callee)),
+            Side::Caller => old.callee.take().map(|callee| (callee, caller)),
         };
+        let Some((mut released, mut target)) = pair else { return out };
         drop(old.media.take());
         self.call_dialogs.remove(&released.dialog.id);
         self.pending_answers.remove(&released.dialog.id);
@@ -1725,28 +1703,8 @@ impl SipCore {
             out.extend(self.transfer_failed(key, 488, "Not Acceptable Here", now));
             return out;
         };
-        let ack = dialog.ack(fork.invite.cseq, &fork.invite.via, None);
-        let mut out = vec![Transmit { target: fork.target, data: ack.clone() }];
-        let timer = agreed_as_uac(msg).ok().flatten().unwrap_or(SessionTimer {
-            interval: fork.invite.session_expires,
-            refresher: Refresher::Uac,
-            uac_supports: true,
-        });
-        let mut target = Party {
-            target: fork.target,
-            via: fork.invite.via.clone(),
-            sdp: transfer.sdp,
-            local_rtp: old_rtp,
-            agreed,
-            remote_offer: None,
-            awaiting_answer: None,
-            ack: Some((fork.invite.cseq, ack)),
-            timer: Some(timer),
-            we_refresh: timer.refresher == Refresher::Uac,
-            timer_due: None,
-            profile: old_profile,
-            dialog,
-        };
+        let (mut target, ack) = fork.answered(dialog, msg, (transfer.sdp, old_rtp, agreed), old_profile);
+        let mut out = vec![ack];
         target.touch_timer(now);
         info!(call_id = %call.record.call_id, "call transferred");
         let transferor = self.swap_in(key, side, target);
@@ -2297,6 +2255,47 @@ fn caller_status(statuses: impl Iterator<Item = u16>) -> (u16, &'static str, Dis
         (4, 603) => (603, "Decline", Disposition::Rejected),
         (4, s) | (2, s) => (s, sip_transport::writer::reason_phrase(s), Disposition::Failed),
         _ => (480, "Temporarily Unavailable", Disposition::Failed),
+    }
+}
+
+impl Fork {
+    /// The party a fork's 2xx makes (our UAC dialog with `dialog`), with its
+    /// ACK to send: our SDP session and relay address on that side, and what
+    /// was agreed. The 2xx says who refreshes the session; without a
+    /// Session-Expires we do (RFC 4028 §7.2).
+    fn answered(
+        &self,
+        mut dialog: Dialog,
+        ok: &SipMessage,
+        (sdp, local_rtp, agreed): (LocalSession, SocketAddr, AudioAgreement),
+        profile: Profile,
+    ) -> (Party, Transmit) {
+        // Requests already sent in the early dialog (PRACK) used CSeq numbers.
+        if let Some(early) = self.early.as_ref().filter(|e| e.id == dialog.id) {
+            dialog.local_seq = early.local_seq;
+        }
+        let ack = dialog.ack(self.invite.cseq, &self.invite.via, None);
+        let timer = agreed_as_uac(ok).ok().flatten().unwrap_or(SessionTimer {
+            interval: self.invite.session_expires,
+            refresher: Refresher::Uac,
+            uac_supports: true,
+        });
+        let party = Party {
+            target: self.target,
+            via: self.invite.via.clone(),
+            sdp,
+            local_rtp,
+            agreed,
+            remote_offer: None,
+            awaiting_answer: None,
+            ack: Some((self.invite.cseq, ack.clone())),
+            timer: Some(timer),
+            we_refresh: timer.refresher == Refresher::Uac,
+            timer_due: None,
+            profile,
+            dialog,
+        };
+        (party, Transmit { target: self.target, data: ack })
     }
 }
 
