@@ -13,7 +13,8 @@
 //!
 //! Settings (environment; bounded): CALLS (1-3000, default 500), SECONDS
 //! (1-600, default 20), WORKERS (the relay's runtime threads, default one per
-//! core), GEN_THREADS (generator threads, default 2), RTCP_MUX=1 (one port per
+//! core), GEN_THREADS (generator threads, default 2), TICK_US (0-10000, default
+//! 100; 0: each packet at its time; see `Plan::tick`), RTCP_MUX=1 (one port per
 //! leg), MEDIA_LOAD_CSV=<file> (one line per call direction).
 
 #[path = "../tests/common/mod.rs"]
@@ -37,6 +38,7 @@ fn main() {
         measure: Duration::from_secs(seconds),
         drain: Duration::from_millis(500),
         threads: common::env_or("GEN_THREADS", 2).clamp(1, 16) as usize,
+        tick: Duration::from_micros(common::env_or("TICK_US", 100).min(10_000)),
     };
     let options = RelayOptions {
         calls,

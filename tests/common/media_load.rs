@@ -22,8 +22,11 @@
 //! the transit times (so the generator's own send lateness is not counted).
 //!
 //! A few threads drive every phone (`media-gen-N`): each owns a share of the
-//! phones, sends what is due, and waits on a level-triggered epoll over its
-//! sockets until the next send, reading one datagram per ready socket per wait.
+//! phones, sends what is due, reads what has come (a level-triggered epoll
+//! over its sockets, polled without waiting: one datagram per ready socket per
+//! pass), and sleeps until the next send. Arrivals never wake it, which keeps
+//! the generator cheaper than the relay it loads. With [`Plan::tick`] it sleeps
+//! at least that long and sends what fell due meanwhile together.
 //!
 //! [`relay_mode`] runs the generator against a [`MediaRelay`] in this process
 //! (its tokio workers named `relay-worker`), bridged calls of two phones each,
@@ -66,6 +69,11 @@ pub struct Plan {
     pub drain: Duration,
     /// Generator threads.
     pub threads: usize,
+    /// A generator thread sleeps at least this long between sends, and sends
+    /// what fell due meanwhile together: zero sends each packet at its time
+    /// (the relay sees arrivals spread evenly); a tick of, say, 1 ms makes the
+    /// generator cheaper and the arrivals come in bursts.
+    pub tick: Duration,
 }
 
 /// Where [`run`] is, for measurements taken from the calling thread.
@@ -443,6 +451,7 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
     let start = Instant::now() + Duration::from_millis(100);
     let send_end = start + plan.warmup + plan.measure;
     let end = send_end + plan.drain;
+    let tick = plan.tick;
     let handles: Vec<_> = set
         .threads
         .into_iter()
@@ -455,7 +464,7 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
             }
             std::thread::Builder::new()
                 .name(format!("{GENERATOR_THREAD}-{t}"))
-                .spawn(move || generate(phones, start, send_end, end))
+                .spawn(move || generate(phones, start, send_end, end, tick))
                 .expect("a generator thread starts")
         })
         .collect();
@@ -512,7 +521,7 @@ impl Drop for Epoll {
     }
 }
 
-fn generate(phones: Vec<Phone>, start: Instant, send_end: Instant, end: Instant) -> Worker {
+fn generate(phones: Vec<Phone>, start: Instant, send_end: Instant, end: Instant, tick: Duration) -> Worker {
     let mut w =
         Worker { phones, latency: Hist::default(), read_delay: Hist::default(), lateness: Hist::default(), garbage: 0 };
     // Wake for a send on time: a thread's default timer slack is 50 µs.
@@ -553,25 +562,26 @@ fn generate(phones: Vec<Phone>, start: Instant, send_end: Instant, end: Instant)
                 (next, round) = (0, round + 1);
             }
         }
+        // What has come meanwhile, without waiting: arrivals never wake the
+        // thread (the kernel stamped them), so it wakes only to send.
+        loop {
+            // SAFETY: `events` has room for MAX_EVENTS entries.
+            let ready = unsafe { libc::epoll_wait(epoll.0, events.as_mut_ptr(), MAX_EVENTS as libc::c_int, 0) };
+            for event in &events[..ready.max(0) as usize] {
+                receive(&mut w, event.u64 as usize, &mut buf, &mut control);
+            }
+            if ready < MAX_EVENTS as libc::c_int {
+                break;
+            }
+        }
         let now = Instant::now();
         if now >= end {
             break;
         }
-        let wake = due.unwrap_or(end).min(end);
-        let wait = wake.saturating_duration_since(now);
-        let timeout = libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as _ };
-        // SAFETY: `events` has room for MAX_EVENTS entries.
-        let ready = unsafe {
-            libc::epoll_pwait2(epoll.0, events.as_mut_ptr(), MAX_EVENTS as libc::c_int, &timeout, std::ptr::null())
-        };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            assert_eq!(error.kind(), io::ErrorKind::Interrupted, "epoll_pwait2: {error}");
-            continue;
-        }
-        for event in &events[..ready as usize] {
-            receive(&mut w, event.u64 as usize, &mut buf, &mut control);
-        }
+        // The next send, but not before a tick has passed: with a tick, the
+        // packets due meanwhile go together. Once sending is over, every
+        // millisecond, to read the last packets.
+        sleep_until(due.unwrap_or(now + Duration::from_millis(1)).max(now + tick).min(end));
     }
     w
 }
@@ -1007,12 +1017,13 @@ impl Report {
         let switch_us_per_packet = self.switch_cpu.as_secs_f64() * 1e6 / (packets_per_s * window).max(1.0);
         let mut lines = vec![
             format!(
-                "{}; {:.0} s of media ({:.1} s warm-up, {:.1} s measured, {:.1} s drain); loopback",
+                "{}; {:.0} s of media ({:.1} s warm-up, {:.1} s measured, {:.1} s drain); generator tick {} µs; loopback",
                 self.title,
                 o.sending.as_secs_f64(),
                 self.plan.warmup.as_secs_f64(),
                 self.plan.measure.as_secs_f64(),
-                self.plan.drain.as_secs_f64()
+                self.plan.drain.as_secs_f64(),
+                self.plan.tick.as_micros()
             ),
             format!(
                 "  packets: {} sent ({:.0}/s into the relay), {} received, {} lost ({:.4}%), {} reordered, {} duplicated, \
