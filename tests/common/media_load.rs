@@ -545,8 +545,8 @@ fn generate(phones: Vec<Phone>, start: Instant, send_end: Instant, end: Instant,
     loop {
         // Everything due, each packet stamped just before it goes.
         let mut due = None;
-        while n > 0 {
-            let at = start + w.phones[next].offset + FRAME * round;
+        while let Some(phone) = w.phones.get(next) {
+            let at = start + phone.offset + FRAME * round;
             if at >= send_end {
                 break;
             }
