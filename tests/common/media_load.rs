@@ -1051,7 +1051,7 @@ impl Report {
                 worst.sent,
                 100.0 * worst.lost as f64 / worst.sent.max(1) as f64
             ),
-            format!("  extra latency (send -> kernel arrival at the other phone): {}", o.latency.summary()),
+            format!("  extra latency (send -> kernel arrival at the phone that hears it): {}", o.latency.summary()),
             format!(
                 "  jitter (RFC 3550 estimator over transit times), per direction: median {:.1} µs, p99 {:.1} µs, \
 max {:.1} µs",
