@@ -52,8 +52,11 @@ const MAGIC: [u8; 4] = *b"TDML";
 /// control message type; the libc crate does not export them for every target.
 const SO_TIMESTAMPNS: libc::c_int = 35;
 const SCM_TIMESTAMPNS: libc::c_int = SO_TIMESTAMPNS;
-/// Histograms: 1 µs buckets up to 100 ms; anything longer lands in the last.
-const HIST_BUCKETS: usize = 100_000;
+/// Histograms: 1 µs buckets up to 10 ms, then 100 µs buckets up to 1 s;
+/// anything longer lands in the last.
+const FINE_US: u64 = 10_000;
+const COARSE_US: u64 = 100;
+const HIST_BUCKETS: usize = (FINE_US + (1_000_000 - FINE_US) / COARSE_US) as usize;
 /// Events taken from epoll per wait.
 const MAX_EVENTS: usize = 512;
 /// The name the relay's runtime gives its threads, to tell them apart in /proc.
@@ -85,7 +88,7 @@ pub enum Mark {
     Measured,
 }
 
-/// A histogram of durations with 1 µs buckets.
+/// A histogram of durations: 1 µs buckets to 10 ms, 100 µs buckets to 1 s.
 #[derive(Clone)]
 pub struct Hist {
     buckets: Vec<u32>,
@@ -103,7 +106,9 @@ impl Default for Hist {
 
 impl Hist {
     pub fn record(&mut self, ns: u64) {
-        let bucket = usize::try_from(ns / 1000).unwrap_or(usize::MAX).min(HIST_BUCKETS - 1);
+        let us = ns / 1000;
+        let bucket = if us < FINE_US { us } else { FINE_US + (us - FINE_US) / COARSE_US };
+        let bucket = usize::try_from(bucket).unwrap_or(usize::MAX).min(HIST_BUCKETS - 1);
         self.buckets[bucket] += 1;
         self.count += 1;
         self.sum_ns += u128::from(ns);
@@ -119,7 +124,8 @@ impl Hist {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
-    /// The value at quantile `q` (0..=1), in µs, to the bucket (1 µs); 0 if empty.
+    /// The value at quantile `q` (0..=1), in µs, to the bucket (1 µs below 10 ms,
+    /// 100 µs above); 0 if empty.
     pub fn quantile_us(&self, q: f64) -> f64 {
         if self.count == 0 {
             return 0.0;
@@ -130,7 +136,14 @@ impl Hist {
             seen += u64::from(n);
             if seen >= rank {
                 // The top bucket holds everything longer: the max says more.
-                return if i == HIST_BUCKETS - 1 { self.max_us() } else { i as f64 };
+                let us = i as u64;
+                return if i == HIST_BUCKETS - 1 {
+                    self.max_us()
+                } else if us < FINE_US {
+                    us as f64
+                } else {
+                    (FINE_US + (us - FINE_US) * COARSE_US) as f64
+                };
             }
         }
         self.max_us()
@@ -1098,6 +1111,13 @@ everything else on the machine {:.2} s; the machine was {:.0}% busy",
                 o.read_delay.max_us()
             ),
         ];
+        if o.lateness.quantile_us(0.99) > 1000.0 {
+            lines.push(format!(
+                "  NOTE: the generator fell behind its schedule (send lateness p99 {:.1} ms): the machine is \
+saturated, and the load offered was less even than planned",
+                o.lateness.quantile_us(0.99) / 1000.0
+            ));
+        }
         if let Some(r) = &self.relay {
             lines.push(format!(
                 "  the relay's counters: {} RTP in, {} out, {} send errors, {} dropped, {} relatches, {} stream changes",
@@ -1105,5 +1125,53 @@ everything else on the machine {:.2} s; the machine was {:.0}% busy",
             ));
         }
         lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // A bench built for checking has cfg(test) without the test harness: no tests, nothing used.
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_fine_and_coarse() {
+        let mut h = Hist::default();
+        for us in 1..=100u64 {
+            h.record(us * 1000 + 500);
+        }
+        assert_eq!((h.quantile_us(0.5), h.quantile_us(0.99), h.max_us()), (50.0, 99.0, 100.5));
+        let mut slow = Hist::default();
+        slow.record(25_049_000); // 25.049 ms: the 100 µs bucket from 25.0 ms
+        slow.record(2_000_000_000); // beyond 1 s: the max says it
+        assert_eq!(slow.quantile_us(0.5), 25_000.0);
+        assert_eq!(slow.quantile_us(1.0), 2_000_000.0);
+        h.merge(&slow);
+        assert_eq!(h.count, 102);
+    }
+
+    #[test]
+    fn a_phone_counts_reordered_duplicated_and_missing_packets() {
+        let mut p = Phone::bind(7, 1, 0).unwrap();
+        let ms = 1_000_000;
+        // 0, 1, 3, 2 (late), 2 again (duplicate), 5 (4 lost), 200 (a jump), 5 again (too old to tell).
+        for (counter, sent, arrival) in [(0, 0, 10), (1, 20, 31), (3, 60, 70), (2, 40, 75), (2, 40, 76)] {
+            p.heard(counter, sent * ms, arrival * ms);
+        }
+        assert_eq!((p.received, p.reordered, p.duplicates), (4, 1, 1));
+        for (counter, t) in [(5, 100), (200, 4000), (5, 4001)] {
+            p.heard(counter, t * ms, (t + 10) * ms);
+        }
+        assert_eq!((p.received, p.reordered, p.duplicates), (7, 2, 1));
+        assert_eq!(p.lat_max_ns, 35 * ms);
+        // RFC 3550 §6.4.1: J += (|D| - J) / 16, D the change in transit time.
+        let mut j = 0.0f64;
+        let mut last = 10.0f64;
+        // The duplicate is not counted; the rest arrive 10 ms after they left.
+        for transit in [11.0, 10.0, 35.0, 10.0, 10.0, 10.0] {
+            j += ((transit - last).abs() - j) / 16.0;
+            last = transit;
+        }
+        assert!((p.jitter_ns / ms as f64 - j).abs() < 1e-6, "{} vs {j}", p.jitter_ns / ms as f64);
     }
 }
