@@ -23,8 +23,11 @@
 //! Settings (environment; bounded): CALLS (1-3000, default 500), SECONDS
 //! (1-600, default 20), WORKERS (the relay's runtime threads, default one per
 //! core), GEN_THREADS (generator threads, default 2), TICK_US (0-10000, default
-//! 100; 0: each packet at its time; see `Plan::tick`), RTCP_MUX=1 (one port per
-//! leg), MEDIA_LOAD_CSV=<file> (one line per call direction).
+//! 100; 0: each packet at its time; see `Plan::tick`), PIN=1 (relay mode: the
+//! generator's threads on CPU 0, the relay's on the others, WORKERS then
+//! defaulting to one per other core: the relay's capacity per core without
+//! the generator competing for its core), RTCP_MUX=1 (one port per leg),
+//! MEDIA_LOAD_CSV=<file> (one line per call direction).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -42,6 +45,8 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let calls = common::env_or("CALLS", 500).clamp(1, 3000) as usize;
+    // PIN=1: the generator on the first CPU, the relay on the others.
+    let pin = common::env_or("PIN", 0) == 1 && cores > 1;
     let seconds = common::env_or("SECONDS", 20).clamp(1, 600);
     let plan = Plan {
         warmup: Duration::from_secs(2),
@@ -49,16 +54,18 @@ fn main() {
         drain: Duration::from_millis(500),
         threads: common::env_or("GEN_THREADS", 2).clamp(1, 16) as usize,
         tick: Duration::from_micros(common::env_or("TICK_US", 100).min(10_000)),
+        cpus: if pin { vec![0] } else { Vec::new() },
     };
     let report = match std::env::var("MODE").as_deref() {
         Ok("switch") => switch_mode(calls, &plan),
         Ok("relay") | Err(_) => {
             let options = RelayOptions {
                 calls,
-                workers: common::env_or("WORKERS", cores as u64).clamp(1, 64) as usize,
+                workers: common::env_or("WORKERS", (cores - usize::from(pin)) as u64).clamp(1, 64) as usize,
                 rtcp_mux: common::env_or("RTCP_MUX", 0) == 1,
                 port_min: 40000,
                 port_max: 59999,
+                cpus: if pin { (1..cores).collect() } else { Vec::new() },
             };
             media_load::relay_mode(&options, &plan)
         }
@@ -139,7 +146,7 @@ hearing itself; tandem logged {} warnings), generator {} thread(s)",
     for f in failed.iter().take(5) {
         println!("  {f}");
     }
-    Report::new(title, dialogs.len(), *plan, outcome, &marks, rss_before, rss_setup, None, "")
+    Report::new(title, dialogs.len(), plan.clone(), outcome, &marks, rss_before, rss_setup, None, "")
 }
 
 /// An established echo call, as the client needs it to hang up.

@@ -21,9 +21,11 @@ fn fifty_bridged_calls_relay_every_packet_in_order() {
         drain: Duration::from_millis(500),
         threads: 1,
         tick: Duration::from_micros(100),
+        cpus: Vec::new(),
     };
     // Ports of their own: the other tests' relays use 32000-32999.
-    let options = RelayOptions { calls: CALLS, workers: 2, rtcp_mux: false, port_min: 34000, port_max: 34999 };
+    let options =
+        RelayOptions { calls: CALLS, workers: 2, rtcp_mux: false, port_min: 34000, port_max: 34999, cpus: Vec::new() };
     let report = media_load::relay_mode(&options, &plan);
     let text = report.text();
     println!("{text}");

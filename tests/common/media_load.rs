@@ -65,7 +65,7 @@ pub const GENERATOR_THREAD: &str = "media-gen";
 
 /// How long a run lasts: the phones send for `warmup + measure`, CPU is read
 /// over `measure`, and receiving goes on for `drain` after the last send.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub warmup: Duration,
     pub measure: Duration,
@@ -77,6 +77,8 @@ pub struct Plan {
     /// (the relay sees arrivals spread evenly); a tick of, say, 1 ms makes the
     /// generator cheaper and the arrivals come in bursts.
     pub tick: Duration,
+    /// CPUs the generator threads are kept on (none: anywhere).
+    pub cpus: Vec<usize>,
 }
 
 /// Where [`run`] is, for measurements taken from the calling thread.
@@ -465,6 +467,7 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
     let send_end = start + plan.warmup + plan.measure;
     let end = send_end + plan.drain;
     let tick = plan.tick;
+    let cpus = plan.cpus.clone();
     let handles: Vec<_> = set
         .threads
         .into_iter()
@@ -475,9 +478,10 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
                 let k = i as u32 * nthreads + t as u32;
                 phone.offset = FRAME * k / total;
             }
+            let cpus = cpus.clone();
             std::thread::Builder::new()
                 .name(format!("{GENERATOR_THREAD}-{t}"))
-                .spawn(move || generate(phones, start, send_end, end, tick))
+                .spawn(move || generate(phones, start, send_end, end, tick, &cpus))
                 .expect("a generator thread starts")
         })
         .collect();
@@ -503,6 +507,22 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
     }
     outcome.phones.sort_by_key(|p| (p.call, p.side));
     outcome
+}
+
+/// Keeps the calling thread on `cpus` (nothing for none).
+pub fn pin_to(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "sched_setaffinity {cpus:?}: {}", io::Error::last_os_error());
+    }
 }
 
 fn sleep_until(at: Instant) {
@@ -534,9 +554,17 @@ impl Drop for Epoll {
     }
 }
 
-fn generate(phones: Vec<Phone>, start: Instant, send_end: Instant, end: Instant, tick: Duration) -> Worker {
+fn generate(
+    phones: Vec<Phone>,
+    start: Instant,
+    send_end: Instant,
+    end: Instant,
+    tick: Duration,
+    cpus: &[usize],
+) -> Worker {
     let mut w =
         Worker { phones, latency: Hist::default(), read_delay: Hist::default(), lateness: Hist::default(), garbage: 0 };
+    pin_to(cpus);
     // Wake for a send on time: a thread's default timer slack is 50 µs.
     // SAFETY: plain system calls on descriptors this thread owns.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
@@ -806,6 +834,8 @@ pub struct RelayOptions {
     pub rtcp_mux: bool,
     pub port_min: u16,
     pub port_max: u16,
+    /// CPUs the relay's threads are kept on (none: anywhere).
+    pub cpus: Vec<usize>,
 }
 
 /// A run's figures; [`Report::print`] says them.
@@ -870,9 +900,11 @@ pub fn pcmu_params(remote: SocketAddr) -> LegParams {
 /// `options.calls` bridged calls through a relay in this process, two phones
 /// each, run to `plan`.
 pub fn relay_mode(options: &RelayOptions, plan: &Plan) -> Report {
+    let cpus = options.cpus.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.workers.max(1))
         .thread_name(RELAY_THREAD)
+        .on_thread_start(move || pin_to(&cpus))
         .enable_all()
         .build()
         .expect("the relay's runtime starts");
@@ -927,14 +959,28 @@ pub fn relay_mode(options: &RelayOptions, plan: &Plan) -> Report {
         }
     }
     drop(runtime);
+    let on = |cpus: &[usize]| if cpus.is_empty() { String::new() } else { format!(" on CPU {cpus:?}") };
     let title = format!(
-        "media_load relay mode: {} bridged calls (two phones each, {}), relay runtime {} worker thread(s), generator {} thread(s)",
+        "media_load relay mode: {} bridged calls (two phones each, {}), relay runtime {} worker thread(s){}, \
+generator {} thread(s){}",
         options.calls,
         if options.rtcp_mux { "rtcp-mux: one port per leg" } else { "RTP + RTCP ports per leg" },
         options.workers.max(1),
-        plan.threads.max(1)
+        on(&options.cpus),
+        plan.threads.max(1),
+        on(&plan.cpus)
     );
-    Report::new(title, options.calls, *plan, outcome, &marks, rss_before, rss_setup, Some(counters), RELAY_THREAD)
+    Report::new(
+        title,
+        options.calls,
+        plan.clone(),
+        outcome,
+        &marks,
+        rss_before,
+        rss_setup,
+        Some(counters),
+        RELAY_THREAD,
+    )
 }
 
 impl Report {
