@@ -767,7 +767,8 @@ pub fn rss_kib(pid: &str) -> u64 {
 /// The tick-sampled totals of /proc/stat miss most of this load's short bursts
 /// (a core that sleeps between ticks is never sampled busy), so the machine's
 /// busy time is the sum over its threads; kernel threads (ksoftirqd) included.
-pub fn all_threads_cpu() -> HashMap<(u32, u32), u64> {
+/// Each with its name.
+pub fn all_threads_cpu() -> HashMap<(u32, u32), (String, u64)> {
     let mut out = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
     for p in procs.flatten() {
@@ -779,7 +780,8 @@ pub fn all_threads_cpu() -> HashMap<(u32, u32), u64> {
                 .ok()
                 .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
             if let Some(ns) = ns {
-                out.insert((pid, tid), ns);
+                let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+                out.insert((pid, tid), (name, ns));
             }
         }
     }
@@ -806,7 +808,9 @@ pub struct Snapshot {
     pub at: Instant,
     pub switch_threads: HashMap<u32, (String, u64)>,
     pub own_threads: HashMap<u32, (String, u64)>,
-    pub machine: HashMap<(u32, u32), u64>,
+    pub machine: HashMap<(u32, u32), (String, u64)>,
+    /// The switch's process id (ours in relay mode).
+    pub switch_pid: u32,
     pub udp: [u64; 3],
     pub rss_kib: u64,
 }
@@ -818,6 +822,7 @@ pub fn snapshot(pid: &str) -> Snapshot {
         switch_threads: threads_cpu(pid),
         own_threads: if pid == "self" { HashMap::new() } else { threads_cpu("self") },
         machine: all_threads_cpu(),
+        switch_pid: if pid == "self" { std::process::id() } else { pid.parse().unwrap_or(0) },
         udp: udp_drops(),
         rss_kib: rss_kib(pid),
     }
@@ -853,6 +858,8 @@ pub struct Report {
     pub other_own_cpu: Duration,
     /// Every thread on the machine, ours and the switch's included.
     pub machine_cpu: Duration,
+    /// The other threads on the machine that took the most CPU over the window.
+    pub others_top: Vec<(String, Duration)>,
     pub udp: [u64; 3],
     /// Resident memory (KiB): before the calls were set up, after, once the
     /// media flowed (at the window's start), and at the window's end.
@@ -1007,8 +1014,22 @@ impl Report {
         let all_own = cpu_between(&own_start, &own_end, "");
         let other_own_cpu =
             all_own.saturating_sub(generator_cpu + if in_process { switch_cpu } else { Duration::ZERO });
-        let machine_ns: u64 =
-            end.machine.iter().map(|(k, ns)| ns.saturating_sub(start.machine.get(k).copied().unwrap_or(0))).sum();
+        let used = |k: &(u32, u32), ns: u64| ns.saturating_sub(start.machine.get(k).map_or(0, |(_, b)| *b));
+        let machine_ns: u64 = end.machine.iter().map(|(k, (_, ns))| used(k, *ns)).sum();
+        // What else ran, by thread name (kernel threads are threads too: ksoftirqd/0).
+        let mut others: HashMap<&str, u64> = HashMap::new();
+        for (k, (name, ns)) in &end.machine {
+            if k.0 != std::process::id() && k.0 != end.switch_pid {
+                *others.entry(name.as_str()).or_default() += used(k, *ns);
+            }
+        }
+        let mut others_top: Vec<(String, Duration)> = others
+            .into_iter()
+            .filter(|(_, ns)| *ns > 0)
+            .map(|(n, ns)| (n.to_string(), Duration::from_nanos(ns)))
+            .collect();
+        others_top.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+        others_top.truncate(3);
         let mut udp = [0u64; 3];
         for (i, u) in udp.iter_mut().enumerate() {
             *u = end.udp[i].saturating_sub(start.udp[i]);
@@ -1028,6 +1049,7 @@ impl Report {
             generator_cpu,
             other_own_cpu,
             machine_cpu: Duration::from_nanos(machine_ns),
+            others_top,
             udp,
             rss_before,
             rss_setup,
@@ -1130,11 +1152,16 @@ max {:.1} µs",
             ),
             format!(
                 "  on the same {cores:.0} cores: the generator {:.2} s ({:.1}% of a core), our other threads {:.2} s, \
-everything else on the machine {:.2} s; the machine was {:.0}% busy",
+everything else on the machine {:.2} s (the most: {}); the machine was {:.0}% busy",
                 self.generator_cpu.as_secs_f64(),
                 100.0 * self.generator_cpu.as_secs_f64() / window,
                 self.other_own_cpu.as_secs_f64(),
                 self.others_cpu().as_secs_f64(),
+                self.others_top
+                    .iter()
+                    .map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 100.0 * self.machine_cpu.as_secs_f64() / (window * cores)
             ),
             format!(
