@@ -199,8 +199,13 @@ pub struct Phone {
     window: u64,
     lat_sum_ns: u64,
     lat_max_ns: u64,
-    /// RFC 3550 §6.4.1's estimate, in ns.
+    /// RFC 3550 §6.4.1's estimate, in ns: as of the last packet (what an RTCP
+    /// report would carry), and its mean and maximum over the run (the last
+    /// value alone says only how the last few packets went).
     jitter_ns: f64,
+    jitter_sum_ns: f64,
+    jitter_max_ns: f64,
+    jitter_samples: u64,
     last_transit_ns: Option<i64>,
 }
 
@@ -243,6 +248,9 @@ impl Phone {
             lat_sum_ns: 0,
             lat_max_ns: 0,
             jitter_ns: 0.0,
+            jitter_sum_ns: 0.0,
+            jitter_max_ns: 0.0,
+            jitter_samples: 0,
             last_transit_ns: None,
         })
     }
@@ -282,6 +290,9 @@ impl Phone {
         if let Some(last) = self.last_transit_ns {
             let d = (transit - last).abs() as f64;
             self.jitter_ns += (d - self.jitter_ns) / 16.0;
+            self.jitter_sum_ns += self.jitter_ns;
+            self.jitter_max_ns = self.jitter_max_ns.max(self.jitter_ns);
+            self.jitter_samples += 1;
         }
         self.last_transit_ns = Some(transit);
         Some(latency)
@@ -345,7 +356,10 @@ pub struct Direction {
     pub reordered: u64,
     pub duplicates: u64,
     pub foreign: u64,
-    pub jitter_us: f64,
+    /// RFC 3550 jitter: the estimate's mean over the run, its maximum, its last value.
+    pub jitter_mean_us: f64,
+    pub jitter_max_us: f64,
+    pub jitter_last_us: f64,
     pub latency_mean_us: f64,
     pub latency_max_us: f64,
 }
@@ -389,7 +403,9 @@ impl Outcome {
                     reordered: p.reordered,
                     duplicates: p.duplicates,
                     foreign: p.foreign,
-                    jitter_us: p.jitter_ns / 1000.0,
+                    jitter_mean_us: p.jitter_sum_ns / p.jitter_samples.max(1) as f64 / 1000.0,
+                    jitter_max_us: p.jitter_max_ns / 1000.0,
+                    jitter_last_us: p.jitter_ns / 1000.0,
                     latency_mean_us: if p.received == 0 {
                         0.0
                     } else {
@@ -420,9 +436,9 @@ impl Outcome {
         t
     }
 
-    /// Per-direction jitter in µs, sorted.
-    pub fn jitters_us(&self) -> Vec<f64> {
-        let mut j: Vec<f64> = self.directions().iter().map(|d| d.jitter_us).collect();
+    /// Per-direction jitter in µs (`pick` one of a direction's figures), sorted.
+    pub fn jitters_us(&self, pick: impl Fn(&Direction) -> f64) -> Vec<f64> {
+        let mut j: Vec<f64> = self.directions().iter().map(pick).collect();
         j.sort_by(f64::total_cmp);
         j
     }
@@ -430,11 +446,12 @@ impl Outcome {
     /// One line per direction, for a spreadsheet.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "call,from,to,sent,received,lost,reordered,duplicates,foreign,jitter_us,latency_mean_us,latency_max_us\n",
+            "call,from,to,sent,received,lost,reordered,duplicates,foreign,jitter_mean_us,jitter_max_us,jitter_last_us,\
+latency_mean_us,latency_max_us\n",
         );
         for d in self.directions() {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1}\n",
+                "{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1}\n",
                 d.call,
                 side_name(d.from),
                 side_name(d.to),
@@ -444,7 +461,9 @@ impl Outcome {
                 d.reordered,
                 d.duplicates,
                 d.foreign,
-                d.jitter_us,
+                d.jitter_mean_us,
+                d.jitter_max_us,
+                d.jitter_last_us,
                 d.latency_mean_us,
                 d.latency_max_us
             ));
@@ -1088,9 +1107,8 @@ impl Report {
     pub fn text(&self) -> String {
         let t = self.totals();
         let o = &self.outcome;
-        let jitters = o.jitters_us();
-        let jitter_at =
-            |q: f64| jitters.get(((jitters.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+        let at = |v: &[f64], q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+        let (means, maxes) = (o.jitters_us(|d| d.jitter_mean_us), o.jitters_us(|d| d.jitter_max_us));
         let worst = o.directions().into_iter().max_by_key(|d| d.lost).unwrap_or_default();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let window = self.window.as_secs_f64();
@@ -1134,11 +1152,11 @@ impl Report {
             ),
             format!("  extra latency (send -> kernel arrival at the phone that hears it): {}", o.latency.summary()),
             format!(
-                "  jitter (RFC 3550 estimator over transit times), per direction: median {:.1} µs, p99 {:.1} µs, \
-max {:.1} µs",
-                jitter_at(0.5),
-                jitter_at(0.99),
-                jitter_at(1.0)
+                "  jitter (RFC 3550 estimator over transit times): its mean over the run, per direction, median \
+{:.1} µs, p99 {:.1} µs; its highest in any direction {:.1} µs",
+                at(&means, 0.5),
+                at(&means, 0.99),
+                at(&maxes, 1.0)
             ),
             format!(
                 "  CPU over the {window:.1} s window: {} {:.2} s = {:.1}% of a core, {:.2} µs per packet relayed, \
@@ -1239,12 +1257,16 @@ mod tests {
         assert_eq!(p.lat_max_ns, 35 * ms);
         // RFC 3550 §6.4.1: J += (|D| - J) / 16, D the change in transit time.
         let mut j = 0.0f64;
-        let mut last = 10.0f64;
+        let (mut last, mut highest) = (10.0f64, 0.0f64);
         // The duplicate is not counted; the rest arrive 10 ms after they left.
         for transit in [11.0, 10.0, 35.0, 10.0, 10.0, 10.0] {
             j += ((transit - last).abs() - j) / 16.0;
+            highest = highest.max(j);
             last = transit;
         }
         assert!((p.jitter_ns / ms as f64 - j).abs() < 1e-6, "{} vs {j}", p.jitter_ns / ms as f64);
+        // Six estimates after the first packet; the highest after the way back from 35 ms to 10.
+        assert_eq!(p.jitter_samples, 6);
+        assert!((p.jitter_max_ns / ms as f64 - highest).abs() < 1e-6, "{} vs {highest}", p.jitter_max_ns);
     }
 }
