@@ -57,6 +57,8 @@ const SCM_TIMESTAMPNS: libc::c_int = SO_TIMESTAMPNS;
 const FINE_US: u64 = 10_000;
 const COARSE_US: u64 = 100;
 const HIST_BUCKETS: usize = (FINE_US + (1_000_000 - FINE_US) / COARSE_US) as usize;
+/// Packets a generator thread sends before it reads again.
+const MAX_BURST: usize = 256;
 /// Events taken from epoll per wait.
 const MAX_EVENTS: usize = 512;
 /// The name the relay's runtime gives its threads, to tell them apart in /proc.
@@ -603,9 +605,12 @@ fn generate(
     let (mut next, mut round) = (0usize, 0u32);
     let n = w.phones.len();
     loop {
-        // Everything due, each packet stamped just before it goes.
-        let mut due = None;
-        while let Some(phone) = w.phones.get(next) {
+        // Everything due, each packet stamped just before it goes; a thread
+        // that fell behind reads between bursts, so its phones' sockets do not
+        // overflow while it catches up.
+        let (mut due, mut sent) = (None, 0);
+        while sent < MAX_BURST {
+            let Some(phone) = w.phones.get(next) else { break };
             let at = start + phone.offset + FRAME * round;
             if at >= send_end {
                 break;
@@ -615,6 +620,7 @@ fn generate(
                 due = Some(at);
                 break;
             }
+            sent += 1;
             send(&mut w.phones[next], &mut packet);
             w.lateness.record((now - at).as_nanos() as u64);
             next += 1;
@@ -622,6 +628,10 @@ fn generate(
                 (next, round) = (0, round + 1);
             }
         }
+        // Still behind: the burst ended before reaching a packet not yet due.
+        let behind = sent == MAX_BURST
+            && due.is_none()
+            && w.phones.get(next).is_some_and(|p| start + p.offset + FRAME * round < send_end);
         // What has come meanwhile, without waiting: arrivals never wake the
         // thread (the kernel stamped them), so it wakes only to send.
         loop {
@@ -637,6 +647,9 @@ fn generate(
         let now = Instant::now();
         if now >= end {
             break;
+        }
+        if behind {
+            continue;
         }
         // The next send, but not before a tick has passed: with a tick, the
         // packets due meanwhile go together. Once sending is over, every
