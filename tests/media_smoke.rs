@@ -33,6 +33,7 @@ fn fifty_bridged_calls_relay_every_packet_in_order() {
     // Each phone sends one packet per frame of the 10 s, none missing.
     let per_phone = ((plan.warmup + plan.measure).as_micros() / FRAME.as_micros()) as u64;
     assert_eq!(t.sent, 2 * CALLS as u64 * per_phone, "packets the phones sent\n{text}");
+    assert_eq!(report.outcome.planned, t.sent, "{text}");
     assert_eq!((t.send_errors, t.recv_errors), (0, 0), "the phones' socket errors\n{text}");
     assert_eq!(t.lost, 0, "lost packets\n{text}");
     assert_eq!((t.reordered, t.duplicates, t.foreign), (0, 0, 0), "reordered, duplicated, misrouted\n{text}");

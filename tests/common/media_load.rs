@@ -344,6 +344,9 @@ pub struct Outcome {
     pub garbage: u64,
     /// From the first send to the last.
     pub sending: Duration,
+    /// Packets the schedule held: more than were sent only if the generator
+    /// fell so far behind that it gave up on the last ones.
+    pub planned: u64,
 }
 
 /// One direction of a call: one phone's packets as the other (or itself) heard them.
@@ -480,14 +483,15 @@ fn side_name(side: u8) -> &'static str {
 
 /// Runs the phones to `plan` and calls `mark` (on this thread) as the measured
 /// window starts and ends. Returns when every thread is done: at most
-/// `warmup + measure + drain` and a little after it starts.
+/// `warmup + measure + 2 × drain` and a little after it starts.
 pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
     let total = set.added.max(1) as u32;
     let nthreads = set.threads.len() as u32;
     let start = Instant::now() + Duration::from_millis(100);
     let send_end = start + plan.warmup + plan.measure;
-    let end = send_end + plan.drain;
+    let drain = plan.drain;
     let tick = plan.tick;
+    let mut planned = 0u64;
     let cpus = plan.cpus.clone();
     let handles: Vec<_> = set
         .threads
@@ -498,11 +502,14 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
                 // Global index k = i × threads + t, spread over one frame.
                 let k = i as u32 * nthreads + t as u32;
                 phone.offset = FRAME * k / total;
+                // Sends at offset, offset + 20 ms, ... before the end of sending.
+                let span = (plan.warmup + plan.measure).saturating_sub(phone.offset);
+                planned += span.as_nanos().div_ceil(FRAME.as_nanos()) as u64;
             }
             let cpus = cpus.clone();
             std::thread::Builder::new()
                 .name(format!("{GENERATOR_THREAD}-{t}"))
-                .spawn(move || generate(phones, start, send_end, end, tick, &cpus))
+                .spawn(move || generate(phones, start, send_end, drain, tick, &cpus))
                 .expect("a generator thread starts")
         })
         .collect();
@@ -517,6 +524,7 @@ pub fn run(set: PhoneSet, plan: &Plan, mut mark: impl FnMut(Mark)) -> Outcome {
         lateness: Hist::default(),
         garbage: 0,
         sending: send_end - start,
+        planned,
     };
     for handle in handles {
         let w = handle.join().expect("a generator thread panicked");
@@ -575,11 +583,14 @@ impl Drop for Epoll {
     }
 }
 
+/// One thread's phones: sends every packet scheduled before `send_end` (a
+/// thread still sending `drain` after it gives up on the rest, which are not
+/// counted as sent), then reads for `drain` after its last send.
 fn generate(
     phones: Vec<Phone>,
     start: Instant,
     send_end: Instant,
-    end: Instant,
+    drain: Duration,
     tick: Duration,
     cpus: &[usize],
 ) -> Worker {
@@ -604,23 +615,26 @@ fn generate(
     // The next phone to send (phones are in offset order) and its round.
     let (mut next, mut round) = (0usize, 0u32);
     let n = w.phones.len();
+    let (mut sending, mut last_send) = (true, start);
     loop {
         // Everything due, each packet stamped just before it goes; a thread
         // that fell behind reads between bursts, so its phones' sockets do not
         // overflow while it catches up.
         let (mut due, mut sent) = (None, 0);
-        while sent < MAX_BURST {
+        while sending && sent < MAX_BURST {
             let Some(phone) = w.phones.get(next) else { break };
             let at = start + phone.offset + FRAME * round;
-            if at >= send_end {
+            let now = Instant::now();
+            if at >= send_end || now >= send_end + drain {
+                sending = false;
                 break;
             }
-            let now = Instant::now();
             if at > now {
                 due = Some(at);
                 break;
             }
             sent += 1;
+            last_send = now;
             send(&mut w.phones[next], &mut packet);
             w.lateness.record((now - at).as_nanos() as u64);
             next += 1;
@@ -629,9 +643,7 @@ fn generate(
             }
         }
         // Still behind: the burst ended before reaching a packet not yet due.
-        let behind = sent == MAX_BURST
-            && due.is_none()
-            && w.phones.get(next).is_some_and(|p| start + p.offset + FRAME * round < send_end);
+        let behind = sending && sent == MAX_BURST && due.is_none();
         // What has come meanwhile, without waiting: arrivals never wake the
         // thread (the kernel stamped them), so it wakes only to send.
         loop {
@@ -645,7 +657,8 @@ fn generate(
             }
         }
         let now = Instant::now();
-        if now >= end {
+        let end = last_send + drain;
+        if !sending && now >= end {
             break;
         }
         if behind {
@@ -653,8 +666,11 @@ fn generate(
         }
         // The next send, but not before a tick has passed: with a tick, the
         // packets due meanwhile go together. Once sending is over, every
-        // millisecond, to read the last packets.
-        sleep_until(due.unwrap_or(now + Duration::from_millis(1)).max(now + tick).min(end));
+        // millisecond until `drain` after the last send, to read the last packets.
+        match due {
+            Some(at) if sending => sleep_until(at.max(now + tick)),
+            _ => sleep_until((now + Duration::from_millis(1)).min(end)),
+        }
     }
     w
 }
@@ -1138,9 +1154,10 @@ impl Report {
                 self.plan.tick.as_micros()
             ),
             format!(
-                "  packets: {} sent ({:.0}/s into the relay), {} received, {} lost ({:.4}%), {} reordered, {} duplicated, \
+                "  packets: {} sent of {} planned ({:.0}/s into the relay), {} received, {} lost ({:.4}%), {} reordered, {} duplicated, \
 {} misrouted, {} not ours; generator send errors {}, receive errors {}",
                 t.sent,
+                o.planned,
                 packets_per_s,
                 t.received,
                 t.lost,
