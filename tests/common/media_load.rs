@@ -1123,15 +1123,13 @@ impl Report {
         self.switch_cpu.as_secs_f64() / self.window.as_secs_f64()
     }
 
-    /// Calls one core of the switch's CPU would carry at this rate: the
-    /// packets actually sent (fewer than planned if the generator fell far
-    /// behind) in calls' worth (each phone sends 50 a second) per core used.
+    /// Bridged calls (two legs: 100 packets a second in, 100 out) one core of
+    /// the switch's CPU would carry at this packet rate: the packets actually
+    /// sent (fewer than planned if the generator fell far behind) per core
+    /// used. An echo call is half of one.
     pub fn calls_per_core(&self) -> f64 {
-        let o = &self.outcome;
-        let per_s = self.totals().sent as f64 / o.sending.as_secs_f64();
-        let phones_per_call = o.phones.len() as f64 / self.calls.max(1) as f64;
-        let calls = per_s / (50.0 * phones_per_call.max(1.0));
-        calls / self.switch_cores().max(1e-9)
+        let per_s = self.totals().sent as f64 / self.outcome.sending.as_secs_f64();
+        per_s / 100.0 / self.switch_cores().max(1e-9)
     }
 
     /// Resident memory per call once media flows, KiB.
@@ -1196,7 +1194,7 @@ impl Report {
             ),
             format!(
                 "  CPU over the {window:.1} s window: {} {:.2} s = {:.1}% of a core, {:.2} µs per packet relayed, \
-{:.4}% of a core per call: {:.0} calls' worth of packets per core at this load",
+{:.4}% of a core per call: {:.0} bridged calls' worth of packets (100/s) per core at this load",
                 self.switch_cpu_label,
                 self.switch_cpu.as_secs_f64(),
                 100.0 * self.switch_cores(),
