@@ -128,6 +128,11 @@ tcp = ["127.0.0.1:0"]
             .unwrap_or_else(|| panic!("no {profile} {transport} listener (v6: {v6})"))
     }
 
+    /// The switch's process id, for /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time the switch process has used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
