@@ -29,7 +29,7 @@
 //! at least that long and sends what fell due meanwhile together.
 //!
 //! [`relay_mode`] runs the generator against a [`MediaRelay`] in this process
-//! (its tokio workers named `relay-worker`), bridged calls of two phones each,
+//! (its worker threads named `relay-worker-N`), bridged calls of two phones each,
 //! and measures the relay's threads' CPU from /proc/self/task and the
 //! process's resident memory. Everything is bounded: calls by the caller,
 //! time by [`Plan`].
@@ -882,7 +882,7 @@ pub fn snapshot(pid: &str) -> Snapshot {
 #[derive(Clone, Debug)]
 pub struct RelayOptions {
     pub calls: usize,
-    /// The relay runtime's worker threads.
+    /// The relay's worker threads.
     pub workers: usize,
     pub rtcp_mux: bool,
     pub port_min: u16,
@@ -955,14 +955,8 @@ pub fn pcmu_params(remote: SocketAddr) -> LegParams {
 /// `options.calls` bridged calls through a relay in this process, two phones
 /// each, run to `plan`.
 pub fn relay_mode(options: &RelayOptions, plan: &Plan) -> Report {
-    let cpus = options.cpus.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.workers.max(1))
-        .thread_name(RELAY_THREAD)
-        .on_thread_start(move || pin_to(&cpus))
-        .enable_all()
-        .build()
-        .expect("the relay's runtime starts");
+    // Only to wait on the calls' handles; the relay moves packets on its own threads.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let mut phones = PhoneSet::new(plan.threads, options.calls * 2);
     for call in 0..options.calls as u32 {
         for side in [0, 1] {
@@ -970,10 +964,16 @@ pub fn relay_mode(options: &RelayOptions, plan: &Plan) -> Report {
         }
     }
     let rss_before = rss_kib("self");
-    let relay = MediaRelay::new(RelayConfig {
-        port_min: options.port_min,
-        port_max: options.port_max,
-        ..RelayConfig::default()
+    let config =
+        RelayConfig { port_min: options.port_min, port_max: options.port_max, workers: options.workers.max(1), ..RelayConfig::default() };
+    // Started from a thread pinned to the relay's CPUs: its workers inherit them.
+    let relay = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            pin_to(&options.cpus);
+            MediaRelay::new(config)
+        })
+        .join()
+        .expect("the relay starts")
     })
     .expect("a valid relay configuration");
     // The phones' addresses by (call, side), for the relay's SDP hints.
@@ -1016,7 +1016,7 @@ pub fn relay_mode(options: &RelayOptions, plan: &Plan) -> Report {
     drop(runtime);
     let on = |cpus: &[usize]| if cpus.is_empty() { String::new() } else { format!(" on CPU {cpus:?}") };
     let title = format!(
-        "media_load relay mode: {} bridged calls (two phones each, {}), relay runtime {} worker thread(s){}, \
+        "media_load relay mode: {} bridged calls (two phones each, {}), relay {} worker thread(s){}, \
 generator {} thread(s){}",
         options.calls,
         if options.rtcp_mux { "rtcp-mux: one port per leg" } else { "RTP + RTCP ports per leg" },

@@ -26,8 +26,6 @@ pub enum MediaError {
     NoSuchLeg { leg: Leg },
     #[error("leg {leg:?} negotiated neither PCMU nor PCMA: a prompt cannot be played to it")]
     NoG711 { leg: Leg },
-    #[error("the media relay needs a tokio runtime: allocate legs from inside one")]
-    NoRuntime,
-    #[error("the media task of this call has stopped")]
+    #[error("the media of this call has stopped")]
     Stopped,
 }

@@ -9,16 +9,21 @@
 //! - [`g711`]: μ-law and A-law encoding and decoding.
 //! - [`prompt`]: audio to play (music on hold, prompts), loaded from WAV files
 //!   and held G.711-encoded.
-//! - the driver ([`MediaRelay`], [`LegHandle`], [`CallMedia`]): tokio sockets and
-//!   one task per call, prompt playback included.
+//! - the driver ([`MediaRelay`], [`LegHandle`], [`CallMedia`]): the port range
+//!   and the handles signalling holds.
+//! - the workers: threads (one per core by default) that each own a share of the
+//!   calls and move their packets, prompt playback included; one level-triggered
+//!   epoll set per worker, no lock on the packet path.
 
 mod driver;
+mod epoll;
 mod error;
 pub mod g711;
 pub mod ports;
 pub mod prompt;
 pub mod rtp;
 pub mod session;
+mod worker;
 
 pub use driver::{BridgeParams, CallMedia, CallStats, LegHandle, MediaRelay, PortUsage, RelayConfig};
 pub use error::MediaError;

@@ -72,6 +72,8 @@ struct Media {
     port_min: Spanned<u64>,
     port_max: Spanned<u64>,
     rtp_timeout_s: Spanned<u64>,
+    /// Relay threads; 0: one per core.
+    workers: Spanned<u64>,
     /// Empty: no music on hold.
     music_on_hold: Option<Spanned<String>>,
 }
@@ -84,6 +86,7 @@ impl Default for Media {
             port_min: unspanned(20000),
             port_max: unspanned(29999),
             rtp_timeout_s: unspanned(60),
+            workers: unspanned(0),
             music_on_hold: None,
         }
     }
@@ -464,6 +467,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         port_min: port_min as u16,
         port_max: port_max as u16,
         rtp_timeout: secs(src.range(&m.rtp_timeout_s, "media.rtp_timeout_s", 5, 3600)?),
+        workers: src.range(&m.workers, "media.workers", 0, 256)? as usize,
         ..RelayConfig::default()
     };
     // Paths are relative to the working directory, like data_dir. The default
@@ -923,6 +927,7 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         assert_eq!(err("[tls]\ncert = \"a.pem\"\n"), "t.toml:2: tls.key: must be set when tls.cert is");
         let e = err("[profiles.internal]\nudp = [\"127.0.0.1:5060\"]\n[profiles.external]\nudp = [\"127.0.0.1:5060\"]\ntcp = []\n");
         assert!(e.contains("profiles.external.udp: 127.0.0.1:5060 is already used by the internal UDP listener"), "{e}");
+        assert_eq!(err("[media]\nworkers = 1000\n"), "t.toml:2: media.workers: must be between 0 and 256 (got 1000)");
         assert_eq!(err("[media]\nport_min = 30000\nport_max = 20000\n"), "t.toml:3: media.port_max: must be between 30001 and 65535 (got 20000)");
         assert_eq!(err("[media]\nadvertise = \"0.0.0.0\"\n"), "t.toml:2: media.advertise: must be an address phones can send to, not 0.0.0.0 or ::");
         let e = err("[media]\nmusic_on_hold = \"nowhere.wav\"\n");
