@@ -670,6 +670,81 @@ mod tests {
         assert!(text(RelayConfig { rtp_timeout: Duration::ZERO, ..RelayConfig::default() }).contains("rtp_timeout"));
     }
 
+    /// A stranger floods the latched port of one call: that call is not
+    /// hijacked (its listener hears only its phone), the flood is counted, and
+    /// another call on the same worker relays every packet meanwhile.
+    #[tokio::test]
+    async fn a_flood_from_a_stranger_neither_hijacks_nor_starves() {
+        let relay = MediaRelay::new(RelayConfig {
+            port_min: 31130,
+            port_max: 31149,
+            workers: 1,
+            rtp_timeout: Duration::from_secs(30),
+            ..RelayConfig::default()
+        })
+        .unwrap();
+        let bridged = |phones: &(PhoneSocket, PhoneSocket)| {
+            let (a_leg, b_leg) = (relay.allocate_leg(true).unwrap(), relay.allocate_leg(true).unwrap());
+            relay.bridge(
+                a_leg,
+                b_leg,
+                BridgeParams {
+                    a: params(Some(phones.0.local_addr().unwrap()), &[(0, PCMU)]),
+                    b: params(Some(phones.1.local_addr().unwrap()), &[(0, PCMU)]),
+                },
+            )
+        };
+        let (attacked_phones, other_phones) = ((phone(), phone()), (phone(), phone()));
+        let (attacked, other) = (bridged(&attacked_phones), bridged(&other_phones));
+        let attacked_a = attacked.local_rtp(Leg::A).unwrap();
+        // The attacked call latches its phone first.
+        send_rtp(&attacked_phones.0, attacked_a, 0, 1, 0xa);
+        assert_eq!(receive(&attacked_phones.1).2, 0xa);
+
+        let flooding = std::sync::atomic::AtomicBool::new(true);
+        let flood_sent = std::thread::scope(|scope| {
+            let flood = scope.spawn(|| {
+                let stranger = phone();
+                let mut sent = 0u32;
+                // Bounded: until the calls below are done, at most 200,000 packets.
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
+                    send_rtp(&stranger, attacked_a, 0, sent as u16, 0xbad);
+                    sent += 1;
+                }
+                sent
+            });
+            // Meanwhile both calls talk: 200 packets each way on the other call,
+            // and the attacked phone keeps talking too.
+            let other_a = other.local_rtp(Leg::A).unwrap();
+            let other_b = other.local_rtp(Leg::B).unwrap();
+            for seq in 0..200u16 {
+                send_rtp(&other_phones.0, other_a, 0, seq, 0x1);
+                assert_eq!(receive(&other_phones.1).1, seq, "the other call, A to B");
+                send_rtp(&other_phones.1, other_b, 0, seq, 0x2);
+                assert_eq!(receive(&other_phones.0).1, seq, "the other call, B to A");
+                send_rtp(&attacked_phones.0, attacked_a, 0, 2 + seq, 0xa);
+            }
+            flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+            flood.join().unwrap()
+        });
+        assert!(flood_sent > 1000, "the flood sent only {flood_sent} packets");
+        // What reached the attacked call's B phone came from its A phone alone.
+        attacked_phones.1.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut heard = 0;
+        let mut buf = [0u8; 2048];
+        while let Ok(len) = attacked_phones.1.recv(&mut buf) {
+            assert_eq!(RtpPacket::parse(&buf[..len]).unwrap().ssrc(), 0xa, "the stranger was relayed");
+            heard += 1;
+        }
+        assert!(heard > 0, "the attacked call's own packets stopped");
+        let a = attacked.stop().await.unwrap().a;
+        assert!(a.dropped_wrong_source > 0, "{a:?}");
+        assert_eq!(a.rtp_source, Some(attacked_phones.0.local_addr().unwrap()));
+        assert_eq!(a.relatches, 0);
+        let other = other.stop().await.unwrap();
+        assert_eq!((other.a.rtp_packets_in, other.b.unwrap().rtp_packets_in), (200, 200));
+    }
+
     /// Legs, calls and their commands need no runtime; dropping the relay stops
     /// its workers, which end the calls still running and free their ports.
     #[test]

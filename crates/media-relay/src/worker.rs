@@ -370,6 +370,15 @@ impl Worker {
         self.slots.remove(&call.id);
         self.free.push(slot);
         self.load.fetch_sub(1, Ordering::Relaxed);
+        // An ended call's heap entry would stay until its deadline (the RTP
+        // timeout); with calls churning, those add up. Sweep them out once they
+        // outnumber the live calls' entries.
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            let calls = &self.calls;
+            self.timers.retain(|&Reverse((at, slot, id))| {
+                calls[slot].as_ref().is_some_and(|call| call.id == id && call.timer_at == Some(at))
+            });
+        }
         call_stats(&call.session)
     }
 
