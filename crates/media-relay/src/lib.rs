@@ -14,20 +14,23 @@
 //! - the workers: threads (one per core by default) that each own a share of the
 //!   calls and move their packets, prompt playback included; one level-triggered
 //!   epoll set per worker, no lock on the packet path.
+//! - [`stats`]: the relay's totals and its latency histogram, for metrics.
 
 mod driver;
-mod epoll;
 mod error;
 pub mod g711;
 pub mod ports;
 pub mod prompt;
 pub mod rtp;
 pub mod session;
+pub mod stats;
+mod sys;
 mod worker;
 
 pub use driver::{BridgeParams, CallMedia, CallStats, LegHandle, MediaRelay, PortUsage, RelayConfig};
 pub use error::MediaError;
 pub use prompt::{Prompt, PromptError};
+pub use stats::{LatencyHistogram, LegTotals, RelayStats};
 pub use session::{
     Channel, Codec, Forward, Leg, LegParams, LegSetup, LegStats, MediaEvent, MediaSession, Mode, PayloadMap,
     SessionConfig,

@@ -33,7 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::MediaError;
 use crate::driver::{CallStats, PortLease, call_stats};
-use crate::epoll::{Epoll, EventFd, Events};
+use crate::stats::{LatencyHistogram, LegTotals, RelayStats};
+use crate::sys::{Epoll, EventFd, Events, realtime_ns, recv_stamped};
 use crate::prompt::Prompt;
 use crate::rtp::{RTP_HEADER_LEN, write_packet};
 use crate::session::{Channel, Codec, Forward, Leg, LegParams, MAX_PACKET_LEN, MediaEvent, MediaSession, Mode, PayloadMap};
@@ -72,6 +73,7 @@ pub(crate) struct NewCall {
 enum Job {
     Start { call: u64, new: Box<NewCall> },
     Command { call: u64, command: Command },
+    Stats { reply: oneshot::Sender<RelayStats> },
     Shutdown,
 }
 
@@ -102,6 +104,9 @@ impl WorkerHandle {
             slots: HashMap::new(),
             timers: BinaryHeap::new(),
             buf: vec![0u8; MAX_PACKET_LEN + 1].into_boxed_slice(),
+            ended: LegTotals::default(),
+            calls_ended: 0,
+            latency: LatencyHistogram::default(),
         };
         std::thread::Builder::new().name(format!("relay-worker-{index}")).spawn(move || worker.run())?;
         Ok(WorkerHandle { inbox, wake, calls })
@@ -125,6 +130,12 @@ impl WorkerHandle {
     /// [`MediaError::Stopped`].
     pub fn command(&self, call: u64, command: Command) {
         let _ = self.inbox.send(Job::Command { call, command });
+        self.wake.wake();
+    }
+
+    /// The worker's share of [`RelayStats`].
+    pub fn stats(&self, reply: oneshot::Sender<RelayStats>) {
+        let _ = self.inbox.send(Job::Stats { reply });
         self.wake.wake();
     }
 
@@ -183,17 +194,20 @@ impl CallSockets {
         })
     }
 
-    /// Sends a packet where the session said; one that cannot go at once is counted.
-    fn send(&self, session: &mut MediaSession, forward: Forward, packet: &[u8]) {
+    /// Sends a packet where the session said; one that cannot go at once is
+    /// counted. Whether it went.
+    fn send(&self, session: &mut MediaSession, forward: Forward, packet: &[u8]) -> bool {
         let output = self.socket(forward.leg, forward.channel).or(self.socket(forward.leg, Channel::Rtp));
-        let Some(output) = output else { return };
+        let Some(output) = output else { return false };
         let to = match forward.to {
             SocketAddr::V4(v4) if self.ipv6 => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
             to => to,
         };
-        if output.send_to(packet, to).is_err() {
+        let sent = output.send_to(packet, to).is_ok();
+        if !sent {
             session.record_send_error(forward.leg);
         }
+        sent
     }
 }
 
@@ -232,6 +246,10 @@ struct Worker {
     /// The worker's only packet buffer, one byte longer than the largest packet
     /// so that an oversized datagram is seen (and dropped) rather than cut short.
     buf: Box<[u8]>,
+    /// Counters of the calls that ended here.
+    ended: LegTotals,
+    calls_ended: u64,
+    latency: LatencyHistogram,
 }
 
 impl Worker {
@@ -264,8 +282,8 @@ impl Worker {
         let Some(Some(call)) = self.calls.get_mut((token >> 2) as usize) else { return };
         let (leg, channel) = socket_of(token & 3);
         let Some(input) = call.sockets.socket(leg, channel) else { return };
-        let (len, from) = match input.recv_from(&mut self.buf) {
-            Ok(received) => received,
+        let datagram = match recv_stamped(input, &mut self.buf) {
+            Ok(datagram) => datagram,
             // Already read (a slot reused within one wait), or an ICMP error
             // reported on the socket: the next datagram is fine.
             Err(error) => {
@@ -275,14 +293,17 @@ impl Worker {
                 return;
             }
         };
-        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let packet = &mut self.buf[..len];
+        let from = SocketAddr::new(datagram.from.ip().to_canonical(), datagram.from.port());
+        let packet = &mut self.buf[..datagram.len];
         let forward = match channel {
             Channel::Rtp => call.session.on_rtp(leg, from, packet, now),
             Channel::Rtcp => call.session.on_rtcp(leg, from, packet, now),
         };
-        if let Some(forward) = forward {
-            call.sockets.send(&mut call.session, forward, &self.buf[..len]);
+        if let Some(forward) = forward
+            && call.sockets.send(&mut call.session, forward, &self.buf[..datagram.len])
+            && let Some(arrived) = datagram.arrived_ns
+        {
+            self.latency.record(realtime_ns().saturating_sub(arrived));
         }
         arm(&mut self.timers, (token >> 2) as usize, call);
     }
@@ -293,6 +314,9 @@ impl Worker {
             match self.jobs.try_recv() {
                 Ok(Job::Start { call, new }) => self.start(call, *new),
                 Ok(Job::Command { call, command }) => self.command(call, command, now),
+                Ok(Job::Stats { reply }) => {
+                    let _ = reply.send(self.stats());
+                }
                 Ok(Job::Shutdown) | Err(std_mpsc::TryRecvError::Disconnected) => return false,
                 Err(std_mpsc::TryRecvError::Empty) => return true,
             }
@@ -361,6 +385,18 @@ impl Worker {
         arm(&mut self.timers, slot, call);
     }
 
+    fn stats(&self) -> RelayStats {
+        let mut legs = self.ended;
+        for call in self.calls.iter().flatten() {
+            let stats = call_stats(&call.session);
+            legs.add(&stats.a);
+            if let Some(b) = &stats.b {
+                legs.add(b);
+            }
+        }
+        RelayStats { calls: self.slots.len() as u64, calls_ended: self.calls_ended, legs, latency: self.latency }
+    }
+
     /// Closes a call's sockets (its ports go back to the pool) and returns its counters.
     fn end(&mut self, slot: usize) -> CallStats {
         let call = self.calls[slot].take().expect("a call in the slot");
@@ -379,7 +415,13 @@ impl Worker {
                 calls[slot].as_ref().is_some_and(|call| call.id == id && call.timer_at == Some(at))
             });
         }
-        call_stats(&call.session)
+        let stats = call_stats(&call.session);
+        self.ended.add(&stats.a);
+        if let Some(b) = &stats.b {
+            self.ended.add(b);
+        }
+        self.calls_ended += 1;
+        stats
     }
 
     fn fire_timers(&mut self, now: Instant) {

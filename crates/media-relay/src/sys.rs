@@ -1,5 +1,6 @@
-//! The two kernel objects a relay worker waits on: a level-triggered epoll set
-//! of its calls' sockets, and an eventfd that wakes it for commands.
+//! What a relay worker asks of the kernel that std does not offer: a
+//! level-triggered epoll set of its calls' sockets, an eventfd that wakes it for
+//! commands, and reading a datagram with the time it arrived.
 //!
 //! Why not mio (tokio's poller): it is edge-triggered only, so a reader must read
 //! until `WouldBlock` to be told again: one wasted `recvfrom` for every packet,
@@ -7,6 +8,8 @@
 //! is enough; a socket with more waiting is simply reported again.
 
 use std::io;
+use std::mem::{MaybeUninit, size_of};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -120,4 +123,95 @@ impl AsFd for EventFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Asks the kernel to stamp each datagram the socket receives with its arrival
+/// time (`SO_TIMESTAMPNS`, CLOCK_REALTIME), read by [`recv_stamped`].
+pub fn enable_arrival_stamps(socket: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a live c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// One datagram read by [`recv_stamped`].
+pub struct Datagram {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// Arrival, in nanoseconds since the Unix epoch (CLOCK_REALTIME), if stamped.
+    pub arrived_ns: Option<u64>,
+}
+
+/// Reads one datagram into `buf` (without blocking) with its arrival stamp:
+/// one `recvmsg`, the same single system call as `recv_from`.
+pub fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
+    let mut addr = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    // Room for one SCM_TIMESTAMPNS (a timespec and its header), 8-byte aligned.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_mut_ptr().cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 8]>() as _;
+    // SAFETY: every pointer in `msg` points into a live buffer of the length given.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `msg_namelen` bytes of the address.
+    let from = unsafe { socket_addr(addr.as_ptr(), msg.msg_namelen) }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address"))?;
+    let mut arrived_ns = None;
+    // SAFETY: the CMSG_* walk stays within `msg_controllen`, which the kernel set.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                arrived_ns = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Ok(Datagram { len: n as usize, from, arrived_ns })
+}
+
+/// # Safety
+/// `addr` points to `len` initialised bytes of a socket address.
+unsafe fn socket_addr(addr: *const libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    // SAFETY (all reads): the family says which struct the bytes are, and `len` covers it.
+    unsafe {
+        match i32::from((*addr).ss_family) {
+            libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+                let v4 = &*addr.cast::<libc::sockaddr_in>();
+                let ip = u32::from_be(v4.sin_addr.s_addr);
+                Some(SocketAddr::V4(SocketAddrV4::new(ip.into(), u16::from_be(v4.sin_port))))
+            }
+            libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+                let v6 = &*addr.cast::<libc::sockaddr_in6>();
+                let ip = v6.sin6_addr.s6_addr.into();
+                let port = u16::from_be(v6.sin6_port);
+                Some(SocketAddr::V6(SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch: the clock arrival stamps use.
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
