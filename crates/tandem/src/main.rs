@@ -113,6 +113,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     let (cdr, cdr_writer) = switch::cdr::spawn_writer(&cdr_path);
     info!(path = %cdr_path.display(), "CDRs are appended here");
 
+    tokio::spawn(log_media_stats(relay.clone()));
     let mut core = SipCore::new(cfg.core, Instant::now()).with_media(relay).with_cdr(cdr);
     match cfg.music_on_hold {
         Some(moh) => {
@@ -216,6 +217,40 @@ dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} e
     if line != *last {
         info!(target: "tandem::stats", "{line}");
         *last = line;
+    }
+}
+
+/// The relay's totals every [`STATS_EVERY`], when they changed: packets, the
+/// drops that matter to an operator (a stranger's packets at a latched port,
+/// sends that failed), and how long packets spent in the relay.
+async fn log_media_stats(relay: MediaRelay) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(STATS_EVERY).await;
+        let s = relay.stats().await;
+        let (legs, latency) = (&s.legs, &s.latency);
+        let bound = |q| latency.quantile_bound(q).map_or("-".to_string(), |d| d.as_micros().to_string());
+        let line = format!(
+            "media_calls={} media_calls_ended={} rtp_in={} rtp_out={} rtcp_in={} rtcp_out={} dropped_wrong_source={} \
+dropped_other={} send_errors={} relatches={} relay_latency_p50_us<={} relay_latency_p99_us<={} relay_latency_max_us={}",
+            s.calls,
+            s.calls_ended,
+            legs.rtp_packets_in,
+            legs.rtp_packets_out,
+            legs.rtcp_packets_in,
+            legs.rtcp_packets_out,
+            legs.dropped_wrong_source,
+            legs.dropped_unknown_pt + legs.dropped_malformed + legs.dropped_no_destination,
+            legs.send_errors,
+            legs.relatches,
+            bound(0.5),
+            bound(0.99),
+            latency.max_ns / 1000,
+        );
+        if line != last {
+            info!(target: "tandem::stats", "{line}");
+            last = line;
+        }
     }
 }
 
