@@ -190,10 +190,12 @@ fn log_stats(core: &SipCore, transport: &TransportLayer, now: Instant, last: &mu
     let (aors, bindings) = core.registrations();
     let (trunks_registered, trunks_failed) = core.trunk_registrations().counts();
     let calls = core.call_count();
+    let one_way = core.one_way_call_count();
     let line = format!(
         "requests={} responses_in={} challenges={} auth_failures={} auth_bans={} auth_refused={} banned_sources={} \
 registrations_ok={} registrations_expired={} aors={aors} bindings={bindings} \
-trunks_registered={trunks_registered} trunks_failed={trunks_failed} calls={calls} transactions={} acl_rejected={} overloaded={} \
+trunks_registered={trunks_registered} trunks_failed={trunks_failed} calls={calls} one_way={one_way} one_way_total={} \
+transactions={} acl_rejected={} overloaded={} \
 dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} events_dropped={}",
         s.requests_in.iter().sum::<u64>(),
         s.responses_in,
@@ -204,6 +206,7 @@ dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} e
         core.banned_sources(now),
         s.registrations_ok,
         s.registrations_expired,
+        s.one_way_calls,
         core.transaction_count(),
         s.acl_rejected,
         s.overloaded,
