@@ -35,6 +35,7 @@ pub struct RelayConfig {
     pub rtp_timeout: Duration,
     pub start_grace: Duration,
     pub relatch_after: Option<Duration>,
+    pub one_way_after: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +50,7 @@ impl Default for RelayConfig {
             rtp_timeout: session.rtp_timeout,
             start_grace: session.start_grace,
             relatch_after: session.relatch_after,
+            one_way_after: session.one_way_after,
         }
     }
 }
@@ -59,6 +61,7 @@ impl RelayConfig {
             rtp_timeout: self.rtp_timeout,
             start_grace: self.start_grace,
             relatch_after: self.relatch_after,
+            one_way_after: self.one_way_after,
         }
     }
 

@@ -4,8 +4,9 @@
 //!   (RFC 5761), RFC 4733 telephone-events.
 //! - [`ports`]: the media port range (even RTP port, RTCP above it unless muxed).
 //! - [`session`]: the sans-IO relay state of one call: symmetric latching,
-//!   payload-type mapping, stream continuity, modes, inactivity, counters. Its
-//!   module docs state the latching and continuity rules.
+//!   payload-type mapping, stream continuity, modes, inactivity, one-way audio,
+//!   counters and receive statistics (loss, jitter). Its module docs state the
+//!   rules.
 //! - [`g711`]: μ-law and A-law encoding and decoding.
 //! - [`prompt`]: audio to play (music on hold, prompts), loaded from WAV files
 //!   and held G.711-encoded.

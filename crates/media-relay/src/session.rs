@@ -68,6 +68,40 @@
 //! expected (session start, mode change, `update_leg`). When it reaches
 //! `rtp_timeout`, [`MediaSession::handle_timeout`] reports
 //! [`MediaEvent::Inactive`] once; the next packet re-arms it.
+//!
+//! # One-way audio
+//!
+//! In `Bridge` each leg should hear the other. A leg is *silent* when it has
+//! sent no accepted RTP for `one_way_after` (default 5 s; `None` turns this
+//! off), silence measured as for inactivity: from the later of its last packet
+//! and `start_grace` after media became expected. A leg is *sending* when its
+//! last accepted packet is less than `one_way_after` old. When one leg is silent
+//! while the other is sending, [`MediaSession::handle_timeout`] reports
+//! [`MediaEvent::OneWay`] once, at the first moment both hold: when the silence
+//! reaches `one_way_after` if the other leg is sending then, else at the other
+//! leg's next packet. Both legs silent is not one-way audio (inactivity covers
+//! it). The episode ends with [`MediaEvent::OneWayEnded`], once, when the silent
+//! leg sends again, or when a mode change or [`MediaSession::update_leg`] re-arms
+//! the detection as it re-arms inactivity; a leg still silent after that is
+//! reported again, after a new grace. Each `OneWay` is followed by one
+//! `OneWayEnded` unless the session ends first, so a counter of calls with
+//! one-way audio stays right. In `Echo` and `Hold` nothing is reported.
+//!
+//! # Receive statistics
+//!
+//! Per leg, the RTP it sends (accepted packets only) is measured as an RTCP
+//! receiver would (RFC 3550 A.1, A.3, A.8), per source: the source's first
+//! packet starts it, and a new SSRC or a sequence jump by the A.1 rule above
+//! starts a new one. Expected packets run from the first sequence number to the
+//! extended highest; lost = expected - received, never below zero (duplicates
+//! can outnumber losses). Counts of earlier sources are kept, so expected and
+//! lost cover the whole call. A packet up to 100 behind the highest sequence
+//! number is counted as reordered. Interarrival jitter is A.8's estimator,
+//! computed in the clock of the packet's codec from the arrival time given to
+//! [`MediaSession::on_rtp`]; telephone-events are left out (their timestamp is
+//! the event's start), and a change of clock rate restarts the transit times.
+//! It is reported in microseconds, for the current source, with its maximum over
+//! the call.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -266,6 +300,9 @@ pub struct SessionConfig {
     pub start_grace: Duration,
     /// A latched source silent this long may be replaced; `None`: never.
     pub relatch_after: Option<Duration>,
+    /// One leg silent this long while the other sends is reported (module docs,
+    /// one-way audio); `None` (or zero): never.
+    pub one_way_after: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -274,6 +311,7 @@ impl Default for SessionConfig {
             rtp_timeout: Duration::from_secs(30),
             start_grace: Duration::from_secs(5),
             relatch_after: Some(Duration::from_secs(2)),
+            one_way_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -298,6 +336,12 @@ pub struct Forward {
 pub enum MediaEvent {
     /// No RTP came from `leg` for `silent_for` while media was expected.
     Inactive { leg: Leg, silent_for: Duration },
+    /// One-way audio: `silent` has sent no RTP for `silent_for` while the other
+    /// leg sends (module docs).
+    OneWay { silent: Leg, silent_for: Duration },
+    /// The one-way audio with `leg` silent is over: it sent again, or the mode
+    /// or its parameters changed (module docs).
+    OneWayEnded { leg: Leg },
 }
 
 /// Counters of one leg. "In" counts accepted packets (valid, from the latched
@@ -328,6 +372,20 @@ pub struct LegStats {
     pub stream_changes: u64,
     pub rtp_source: Option<SocketAddr>,
     pub rtcp_source: Option<SocketAddr>,
+    /// Receive statistics of the RTP this leg sent (module docs): packets
+    /// expected by the sequence numbers, over the call.
+    pub rtp_packets_expected: u64,
+    /// Expected but never received, over the call; never negative.
+    pub rtp_packets_lost: u64,
+    /// Arrived after a packet with a higher sequence number (at most 100 higher).
+    pub rtp_packets_reordered: u64,
+    /// Extended highest sequence number of the current source (RFC 3550 A.1):
+    /// sequence number wraps in the upper 16 bits.
+    pub rtp_highest_seq: u32,
+    /// Interarrival jitter of the current source (RFC 3550 A.8), in microseconds.
+    pub jitter_us: u32,
+    /// The highest `jitter_us` of the call, in microseconds.
+    pub max_jitter_us: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -474,6 +532,136 @@ fn clock_ticks(elapsed: Duration, clock_rate: u32) -> u32 {
     (elapsed.as_nanos() * u128::from(clock_rate) / 1_000_000_000) as u32
 }
 
+/// Receive statistics of one source a leg sends (RFC 3550 A.1, A.3, A.8).
+#[derive(Clone, Copy, Debug)]
+struct SourceStats {
+    ssrc: u32,
+    /// Arrival of its first packet: arrival times are counted from here.
+    since: Instant,
+    base_seq: u16,
+    max_seq: u16,
+    /// Times the sequence number wrapped.
+    cycles: u32,
+    received: u64,
+    /// Clock of `transit` and `jitter` (0 before the first audio packet).
+    clock_rate: u32,
+    /// Relative transit time of the last audio packet, modulo 2^32.
+    transit: Option<u32>,
+    /// The A.8 estimate, in timestamp units.
+    jitter: f64,
+}
+
+impl SourceStats {
+    fn new(ssrc: u32, seq: u16, now: Instant) -> Self {
+        SourceStats {
+            ssrc,
+            since: now,
+            base_seq: seq,
+            max_seq: seq,
+            cycles: 0,
+            received: 0,
+            clock_rate: 0,
+            transit: None,
+            jitter: 0.0,
+        }
+    }
+
+    fn extended_max(&self) -> u64 {
+        (u64::from(self.cycles) << 16) + u64::from(self.max_seq)
+    }
+
+    fn expected(&self) -> u64 {
+        // max_seq only moves forward from base_seq, so this never underflows.
+        self.extended_max() + 1 - u64::from(self.base_seq)
+    }
+
+    fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.received)
+    }
+
+    fn jitter_us(&self) -> u32 {
+        if self.clock_rate == 0 {
+            return 0;
+        }
+        (self.jitter * 1e6 / f64::from(self.clock_rate)).round() as u32
+    }
+}
+
+/// What a leg sends us, measured as an RTCP receiver would (module docs).
+#[derive(Clone, Copy, Debug, Default)]
+struct Reception {
+    current: Option<SourceStats>,
+    /// Expected and lost packets of the sources before the current one.
+    earlier_expected: u64,
+    earlier_lost: u64,
+}
+
+impl Reception {
+    /// One accepted packet. Counts reordering and the maximum jitter in `stats`.
+    fn record(&mut self, packet: &RtpPacket<&mut [u8]>, codec: Codec, now: Instant, stats: &mut LegStats) {
+        let (ssrc, seq) = (packet.ssrc(), packet.sequence());
+        if !self.current.is_some_and(|s| s.ssrc == ssrc && !seq_jumped(seq, s.max_seq)) {
+            if let Some(old) = self.current {
+                self.earlier_expected += old.expected();
+                self.earlier_lost += old.lost();
+            }
+            self.current = Some(SourceStats::new(ssrc, seq, now));
+        }
+        let Some(source) = self.current.as_mut() else { return };
+        // A.1: in order up to MAX_DROPOUT ahead; a jump was handled above, so
+        // anything behind is within MAX_MISORDER. Ahead by 0: a duplicate (or
+        // the source's first packet).
+        let ahead = seq.wrapping_sub(source.max_seq);
+        if ahead != 0 && ahead < MAX_DROPOUT {
+            if seq < source.max_seq {
+                source.cycles += 1;
+            }
+            source.max_seq = seq;
+        } else if ahead != 0 {
+            stats.rtp_packets_reordered += 1;
+        }
+        source.received += 1;
+        if codec.is_event() {
+            return;
+        }
+        // A.8, in the codec's clock.
+        let clock_rate = codec.clock_rate();
+        if clock_rate != source.clock_rate {
+            if source.clock_rate != 0 {
+                source.jitter = source.jitter * f64::from(clock_rate) / f64::from(source.clock_rate);
+            }
+            source.clock_rate = clock_rate;
+            source.transit = None;
+        }
+        let arrival = clock_ticks(now.saturating_duration_since(source.since), clock_rate);
+        let transit = arrival.wrapping_sub(packet.timestamp());
+        if let Some(last) = source.transit.replace(transit) {
+            let d = (transit.wrapping_sub(last) as i32).unsigned_abs();
+            source.jitter += (f64::from(d) - source.jitter) / 16.0;
+            stats.max_jitter_us = stats.max_jitter_us.max(source.jitter_us());
+        }
+    }
+
+    /// Fills in the receive statistics of `stats`.
+    fn fill(&self, stats: &mut LegStats) {
+        let current = self.current.as_ref();
+        stats.rtp_packets_expected = self.earlier_expected + current.map_or(0, SourceStats::expected);
+        stats.rtp_packets_lost = self.earlier_lost + current.map_or(0, SourceStats::lost);
+        stats.rtp_highest_seq = current.map_or(0, |s| s.extended_max() as u32);
+        stats.jitter_us = current.map_or(0, SourceStats::jitter_us);
+    }
+}
+
+/// One-way audio with this leg the silent one (module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum OneWay {
+    #[default]
+    No,
+    Reported,
+    /// Reported, and over since this moment: [`MediaEvent::OneWayEnded`] is due.
+    Over(Instant),
+}
+
 #[derive(Clone, Debug)]
 struct LegState {
     rtcp_mux: bool,
@@ -487,6 +675,8 @@ struct LegState {
     injecting: bool,
     last_rtp_at: Option<Instant>,
     inactive_reported: bool,
+    one_way: OneWay,
+    reception: Reception,
     stats: LegStats,
 }
 
@@ -502,6 +692,8 @@ impl LegState {
             injecting: false,
             last_rtp_at: None,
             inactive_reported: false,
+            one_way: OneWay::No,
+            reception: Reception::default(),
             stats: LegStats::default(),
         }
     }
@@ -526,19 +718,35 @@ impl LegState {
         if self.rtcp_mux { Channel::Rtp } else { Channel::Rtcp }
     }
 
+    /// Where silence on this leg counts from, if it is expected to send: the
+    /// later of its last packet and the end of the start grace.
+    fn silence_counted_from(&self, config: &SessionConfig) -> Option<Instant> {
+        let counted_from = self.expected_since?.checked_add(config.start_grace)?;
+        Some(self.last_rtp_at.map_or(counted_from, |last| last.max(counted_from)))
+    }
+
+    /// What a silence is reported as lasting: since the last packet, or since
+    /// media became expected (the grace included).
+    fn silent_for(&self, now: Instant) -> Duration {
+        let since = self.last_rtp_at.into_iter().chain(self.expected_since).max().unwrap_or(now);
+        now.saturating_duration_since(since)
+    }
+
     /// When silence on this leg is reported, if it is expected to send.
     fn inactivity_deadline(&self, config: &SessionConfig) -> Option<Instant> {
         if self.inactive_reported {
             return None;
         }
-        let counted_from = self.expected_since?.checked_add(config.start_grace)?;
-        let counted_from = self.last_rtp_at.map_or(counted_from, |last| last.max(counted_from));
-        counted_from.checked_add(config.rtp_timeout)
+        self.silence_counted_from(config)?.checked_add(config.rtp_timeout)
     }
 
+    /// Re-arms the silence checks (a mode change, new parameters).
     fn expect_rtp(&mut self, expected: bool, now: Instant) {
         self.expected_since = expected.then_some(now);
         self.inactive_reported = false;
+        if self.one_way == OneWay::Reported {
+            self.one_way = OneWay::Over(now);
+        }
     }
 }
 
@@ -579,7 +787,9 @@ impl MediaSession {
     /// `None` if the call has no such leg.
     pub fn stats(&self, leg: Leg) -> Option<LegStats> {
         let state = self.legs[leg.index()].as_ref()?;
-        Some(LegStats { rtp_source: state.rtp.addr(), rtcp_source: state.rtcp.addr(), ..state.stats })
+        let mut stats = LegStats { rtp_source: state.rtp.addr(), rtcp_source: state.rtcp.addr(), ..state.stats };
+        state.reception.fill(&mut stats);
+        Some(stats)
     }
 
     /// A datagram that arrived on `leg`'s RTP socket. RTCP there (rtcp-mux) is
@@ -625,8 +835,12 @@ impl MediaSession {
         }
         input.stats.rtp_packets_in += 1;
         input.stats.rtp_bytes_in += len;
+        input.reception.record(&packet, codec, now, &mut input.stats);
         input.last_rtp_at = Some(now);
         input.inactive_reported = false;
+        if input.one_way == OneWay::Reported {
+            input.one_way = OneWay::Over(now);
+        }
 
         let dest_leg = match mode {
             Mode::Bridge => leg.other(),
@@ -774,20 +988,56 @@ impl MediaSession {
         }
     }
 
-    /// The earliest moment [`MediaSession::handle_timeout`] has something to do.
+    /// The earliest moment [`MediaSession::handle_timeout`] has something to do
+    /// (possibly already past: an event is due at once).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.legs.iter().flatten().filter_map(|state| state.inactivity_deadline(&self.config)).min()
+        let inactivity = self.legs.iter().flatten().filter_map(|state| state.inactivity_deadline(&self.config));
+        let one_way = [Leg::A, Leg::B].into_iter().filter_map(|leg| self.one_way_deadline(leg));
+        inactivity.chain(one_way).min()
     }
 
-    /// Reports legs silent for `rtp_timeout`, each once per silence.
+    /// When a one-way event about `leg` as the silent leg is due (module docs):
+    /// the end of a reported episode, or the first moment `leg` is silent while
+    /// the other leg is sending, as things stand.
+    fn one_way_deadline(&self, leg: Leg) -> Option<Instant> {
+        let state = self.legs[leg.index()].as_ref()?;
+        match state.one_way {
+            OneWay::Over(at) => return Some(at),
+            OneWay::Reported => return None,
+            OneWay::No => {}
+        }
+        let after = self.config.one_way_after.filter(|after| !after.is_zero())?;
+        if self.mode != Mode::Bridge {
+            return None;
+        }
+        let silent_at = state.silence_counted_from(&self.config)?.checked_add(after)?;
+        let other_last = self.legs[leg.other().index()].as_ref()?.last_rtp_at?;
+        // The other leg is sending until `other_last + after`.
+        (other_last.checked_add(after)? > silent_at).then(|| silent_at.max(other_last))
+    }
+
+    /// Reports legs silent for `rtp_timeout`, each once per silence, and one-way
+    /// audio and its end (module docs).
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<MediaEvent> {
         let mut events = Vec::new();
         for leg in [Leg::A, Leg::B] {
             let Some(state) = self.legs[leg.index()].as_mut() else { continue };
             if state.inactivity_deadline(&self.config).is_some_and(|deadline| deadline <= now) {
                 state.inactive_reported = true;
-                let since = state.last_rtp_at.into_iter().chain(state.expected_since).max().unwrap_or(now);
-                events.push(MediaEvent::Inactive { leg, silent_for: now.saturating_duration_since(since) });
+                events.push(MediaEvent::Inactive { leg, silent_for: state.silent_for(now) });
+            }
+        }
+        for leg in [Leg::A, Leg::B] {
+            if self.one_way_deadline(leg).is_none_or(|due| due > now) {
+                continue;
+            }
+            let Some(state) = self.legs[leg.index()].as_mut() else { continue };
+            if let OneWay::Over(_) = state.one_way {
+                state.one_way = OneWay::No;
+                events.push(MediaEvent::OneWayEnded { leg });
+            } else {
+                state.one_way = OneWay::Reported;
+                events.push(MediaEvent::OneWay { silent: leg, silent_for: state.silent_for(now) });
             }
         }
         events
@@ -830,6 +1080,8 @@ mod tests {
             rtp_timeout: Duration::from_secs(10),
             start_grace: Duration::ZERO,
             relatch_after: Some(Duration::from_secs(2)),
+            // Off here: the one-way tests turn it on.
+            one_way_after: None,
         }
     }
 
@@ -1277,6 +1529,286 @@ mod tests {
         let resumed = t0 + Duration::from_secs(100);
         s.set_mode(Mode::Echo, resumed).unwrap();
         assert_eq!(s.poll_timeout(), Some(resumed + Duration::from_secs(15)));
+    }
+
+    /// Sends `seqs` from A, one every 20 ms from `t`, timestamps following the
+    /// sequence numbers; returns the time after the last.
+    fn send_a(s: &mut MediaSession, seqs: impl IntoIterator<Item = u16>, mut t: Instant) -> Instant {
+        for seq in seqs {
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, seq, u32::from(seq) * 160, 7), t).unwrap();
+            t += ms(20);
+        }
+        t
+    }
+
+    #[test]
+    fn loss_is_counted_from_sequence_gaps_across_a_wrap() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        // 65530..=65535 then 0..=9, with 3 and 4 missing: 16 expected, 2 lost.
+        let t = send_a(&mut s, (65530..=65535).chain(0..10).filter(|&q| q != 3 && q != 4), t0);
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_in, a.rtp_packets_expected, a.rtp_packets_lost), (14, 16, 2));
+        assert_eq!(a.rtp_highest_seq, 0x1_0009, "one wrap");
+        assert_eq!(s.stats(Leg::B).unwrap().rtp_packets_lost, 0, "B sent nothing");
+        // One of them arrives late: reordered, no longer lost.
+        let t = send_a(&mut s, [3], t);
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_expected, a.rtp_packets_lost, a.rtp_packets_reordered), (16, 1, 1));
+        // Duplicates make up for more than the loss: the count stops at zero.
+        let t = send_a(&mut s, [9, 9], t);
+        assert_eq!(s.stats(Leg::A).unwrap().rtp_packets_lost, 0);
+        // Loss goes on being counted.
+        send_a(&mut s, [20], t);
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_expected, a.rtp_packets_lost, a.rtp_highest_seq), (27, 9, 0x1_0014));
+    }
+
+    #[test]
+    fn reordering_is_counted_up_to_max_misorder_behind() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let t = send_a(&mut s, (1..=200).filter(|&q| q != 150), t0);
+        // 50 behind, then 100 behind (a duplicate too): reordered, not a restart.
+        let t = send_a(&mut s, [150, 100], t);
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_expected, a.rtp_packets_lost, a.rtp_packets_reordered), (200, 0, 2));
+        assert_eq!(a.rtp_highest_seq, 200);
+        // 101 behind is a restart (RFC 3550 A.1): a new source from 99.
+        send_a(&mut s, [99, 100], t);
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_expected, a.rtp_packets_lost, a.rtp_packets_reordered), (202, 0, 2));
+        assert_eq!(a.rtp_highest_seq, 100);
+    }
+
+    #[test]
+    fn jitter_is_zero_for_steady_packets() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let t = send_a(&mut s, 1..=50, t0);
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.jitter_us, a.max_jitter_us), (0, 0));
+        // A telephone-event's timestamp is the event's start: left out.
+        let mut event = vec![0; 16];
+        write_packet(&mut event, 101, false, 51, 0, 7, &[1, 0, 0, 160]).unwrap();
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut event, t).unwrap();
+        send_a(&mut s, 52..=60, t + ms(20));
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_in, a.rtp_packets_lost, a.jitter_us, a.max_jitter_us), (60, 0, 0, 0));
+    }
+
+    /// Packets every 20 ms (160 ticks at 8 kHz) arriving at 0, 20, 50, 60 and
+    /// 80 ms: transit times (arrival - timestamp, in ticks) 0, 0, 80, 0, 0, so
+    /// |D| = 0, 80, 80, 0 and by RFC 3550 A.8 (J += (|D| - J) / 16)
+    /// J = 0, 5, 9.6875, 9.08203125 ticks of 125 µs: 1211 µs at most, 1135 µs last.
+    #[test]
+    fn jitter_follows_rfc_3550_a8_in_the_codecs_clock() {
+        let arrivals = [0, 20, 50, 60, 80];
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        for (i, at) in arrivals.into_iter().enumerate() {
+            let i = i as u16;
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, i, u32::from(i) * 160, 7), t0 + ms(at)).unwrap();
+        }
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.jitter_us, a.max_jitter_us), (1135, 1211));
+        // Steady packets from then on: the estimate decays to nothing, the maximum stays.
+        send_a(&mut s, 5..300, t0 + ms(100));
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.jitter_us, a.max_jitter_us), (0, 1211));
+
+        // Opus: the same arrivals at 960 ticks a packet give the same microseconds.
+        let opus = [(111, Codec::Opus)];
+        let mut s = MediaSession::bridge(config(), setup(Some(PHONE_A), &opus), setup(Some(PHONE_B), &opus), t0);
+        for (i, at) in arrivals.into_iter().enumerate() {
+            let i = i as u16;
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(111, i, 5000 + u32::from(i) * 960, 7), t0 + ms(at)).unwrap();
+        }
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.jitter_us, a.max_jitter_us), (1135, 1211));
+    }
+
+    #[test]
+    fn a_new_ssrc_or_a_sequence_restart_starts_a_new_source() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        // 1000..=1049 every 20 ms, 1010 lost.
+        let mut t = t0;
+        for seq in 1000..1050u16 {
+            if seq != 1010 {
+                s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, seq, u32::from(seq) * 160, 7), t).unwrap();
+            }
+            t += ms(20);
+        }
+        // Another SSRC far away in sequence and timestamp: no loss, no jitter from the jump.
+        for i in 0..10u16 {
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 7 + i, 999_999 + u32::from(i) * 160, 0x2222), t).unwrap();
+            t += ms(20);
+        }
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_expected, a.rtp_packets_lost, a.rtp_highest_seq), (60, 1, 16));
+        assert_eq!((a.rtp_packets_reordered, a.jitter_us, a.max_jitter_us), (0, 0, 0));
+        // The same SSRC restarting its sequence (a jump by A.1) is a new source too.
+        for i in 0..5u16 {
+            s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 40000 + i, u32::from(i) * 160, 0x2222), t).unwrap();
+            t += ms(20);
+        }
+        let a = s.stats(Leg::A).unwrap();
+        assert_eq!((a.rtp_packets_expected, a.rtp_packets_lost, a.rtp_highest_seq), (65, 1, 40004));
+        assert_eq!((a.jitter_us, a.max_jitter_us), (0, 0));
+    }
+
+    fn one_way_config() -> SessionConfig {
+        SessionConfig { one_way_after: Some(Duration::from_secs(5)), ..config() }
+    }
+
+    /// A sends every 100 ms from `from` until before `until` (forwarded or not,
+    /// by the mode); returns `until`.
+    fn a_talks(s: &mut MediaSession, from: Instant, until: Instant) -> Instant {
+        let mut t = from;
+        let mut seq = 0u16;
+        while t < until {
+            seq = seq.wrapping_add(1);
+            // The sequence numbers do not matter here.
+            let _ = s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, seq, u32::from(seq) * 800, 0xa), t);
+            t += ms(100);
+        }
+        until
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn one_way_audio_is_reported_at_the_threshold_and_ends_when_audio_returns() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::bridge(
+            one_way_config(),
+            setup(Some(PHONE_A), &[(0, PCMU)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        let last_b = t0 + ms(500);
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 0xb), last_b).unwrap();
+        a_talks(&mut s, t0, t0 + secs(5));
+        let due = last_b + secs(5);
+        assert_eq!(s.poll_timeout(), Some(due));
+        assert_eq!(s.handle_timeout(due - Duration::from_nanos(1)), []);
+        assert_eq!(s.handle_timeout(due), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(5) }]);
+        // Once; then B's inactivity is next.
+        a_talks(&mut s, t0 + secs(5), t0 + secs(7));
+        assert_eq!(s.handle_timeout(t0 + secs(7)), []);
+        assert_eq!(s.poll_timeout(), Some(last_b + secs(10)));
+        // B is heard again: the end is due at once, and said once.
+        let back = t0 + secs(7);
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 2, 160, 0xb), back).unwrap();
+        assert_eq!(s.poll_timeout(), Some(back));
+        assert_eq!(s.handle_timeout(back), [MediaEvent::OneWayEnded { leg: Leg::B }]);
+        assert_eq!(s.handle_timeout(back + ms(1)), []);
+        // And it can happen again, measured from B's last packet.
+        a_talks(&mut s, back, back + secs(5));
+        assert_eq!(s.poll_timeout(), Some(back + secs(5)));
+        assert_eq!(s.handle_timeout(back + secs(5)), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(5) }]);
+    }
+
+    #[test]
+    fn a_leg_that_never_sends_is_one_way_after_the_grace() {
+        let t0 = Instant::now();
+        let config = SessionConfig { start_grace: secs(2), ..one_way_config() };
+        let mut s = MediaSession::bridge(
+            config,
+            setup(Some(PHONE_A), &[(0, PCMU)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        a_talks(&mut s, t0, t0 + secs(7));
+        assert_eq!(s.poll_timeout(), Some(t0 + secs(7)));
+        assert_eq!(s.handle_timeout(t0 + ms(6999)), []);
+        assert_eq!(s.handle_timeout(t0 + secs(7)), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(7) }]);
+        // A re-INVITE for B re-arms it, with a new grace.
+        let params = LegParams { remote_rtp: Some(addr(PHONE_B)), remote_rtcp: None, payloads: map(&[(0, PCMU)]) };
+        let updated = t0 + secs(8);
+        s.update_leg(Leg::B, params, updated).unwrap();
+        assert_eq!(s.handle_timeout(updated), [MediaEvent::OneWayEnded { leg: Leg::B }]);
+        a_talks(&mut s, updated, updated + secs(7));
+        assert_eq!(s.poll_timeout(), Some(updated + secs(7)));
+        let again = s.handle_timeout(updated + secs(7));
+        assert_eq!(again, [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(7) }]);
+    }
+
+    #[test]
+    fn both_legs_silent_is_not_one_way() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::bridge(
+            one_way_config(),
+            setup(Some(PHONE_A), &[(0, PCMU)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        a_talks(&mut s, t0, t0 + secs(1));
+        let last = t0 + ms(900);
+        s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 0xb), last).unwrap();
+        assert_eq!(s.poll_timeout(), Some(last + secs(10)), "only inactivity is due");
+        assert_eq!(s.handle_timeout(last + secs(5)), []);
+        assert_eq!(s.handle_timeout(last + secs(6)), []);
+        // A starts again while B is still silent: one-way from that packet on.
+        let resumed = last + secs(7);
+        s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 100, 16000, 0xa), resumed).unwrap();
+        assert_eq!(s.poll_timeout(), Some(resumed));
+        assert_eq!(s.handle_timeout(resumed), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(7) }]);
+    }
+
+    #[test]
+    fn one_way_is_not_reported_on_hold_or_in_echo() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::bridge(
+            one_way_config(),
+            setup(Some(PHONE_A), &[(0, PCMU)]),
+            setup(Some(PHONE_B), &[(0, PCMU)]),
+            t0,
+        );
+        a_talks(&mut s, t0, t0 + secs(5));
+        assert_eq!(s.handle_timeout(t0 + secs(5)), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(5) }]);
+        // Hold ends the episode, and nothing is reported while A goes on talking.
+        let held = t0 + secs(6);
+        s.set_mode(Mode::Hold { held: Leg::B }, held).unwrap();
+        assert_eq!(s.poll_timeout(), Some(held));
+        assert_eq!(s.handle_timeout(held), [MediaEvent::OneWayEnded { leg: Leg::B }]);
+        a_talks(&mut s, held, t0 + secs(30));
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.handle_timeout(t0 + secs(30)), []);
+        // Resumed: measured afresh from the mode change.
+        let resumed = t0 + secs(30);
+        s.set_mode(Mode::Bridge, resumed).unwrap();
+        a_talks(&mut s, resumed, resumed + secs(5));
+        assert_eq!(s.poll_timeout(), Some(resumed + secs(5)));
+        let events = s.handle_timeout(resumed + secs(5));
+        assert_eq!(events, [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(5) }]);
+        // Echo: B is not expected to send.
+        let echo_at = resumed + secs(6);
+        s.set_mode(Mode::Echo, echo_at).unwrap();
+        assert_eq!(s.handle_timeout(echo_at), [MediaEvent::OneWayEnded { leg: Leg::B }]);
+        a_talks(&mut s, echo_at, echo_at + secs(9));
+        assert_eq!(s.handle_timeout(echo_at + secs(9)), []);
+    }
+
+    #[test]
+    fn one_way_detection_can_be_turned_off() {
+        let t0 = Instant::now();
+        for off in [None, Some(Duration::ZERO)] {
+            let config = SessionConfig { one_way_after: off, ..one_way_config() };
+            let mut s = MediaSession::bridge(
+                config,
+                setup(Some(PHONE_A), &[(0, PCMU)]),
+                setup(Some(PHONE_B), &[(0, PCMU)]),
+                t0,
+            );
+            a_talks(&mut s, t0, t0 + secs(9));
+            assert_eq!(s.poll_timeout(), Some(t0 + secs(10)), "B's inactivity only");
+            assert_eq!(s.handle_timeout(t0 + secs(9)), []);
+        }
+        assert_eq!(SessionConfig::default().one_way_after, Some(secs(5)));
     }
 
     #[test]

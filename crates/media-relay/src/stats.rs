@@ -90,6 +90,9 @@ leg_totals! {
     rtp_bytes_out,
     rtcp_packets_in,
     rtcp_packets_out,
+    rtp_packets_expected,
+    rtp_packets_lost,
+    rtp_packets_reordered,
     /// From a source other than the latched one: a flood or a hijack attempt shows here.
     dropped_wrong_source,
     dropped_unknown_pt,

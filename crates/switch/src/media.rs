@@ -77,8 +77,12 @@ pub(crate) fn spawn_media_task(
                     call_id,
                     a_rtp_in = stats.a.rtp_packets_in,
                     a_rtp_out = stats.a.rtp_packets_out,
+                    a_lost = stats.a.rtp_packets_lost,
+                    a_jitter_us = stats.a.jitter_us,
                     b_rtp_in = b.rtp_packets_in,
                     b_rtp_out = b.rtp_packets_out,
+                    b_lost = b.rtp_packets_lost,
+                    b_jitter_us = b.jitter_us,
                     dropped_wrong_source = stats.a.dropped_wrong_source + b.dropped_wrong_source,
                     "call media stopped"
                 );

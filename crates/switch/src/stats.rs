@@ -27,6 +27,9 @@ pub struct CoreStats {
     pub auth_refused: u64,
     pub registrations_ok: u64,
     pub registrations_expired: u64,
+    /// Answered calls that had one-way audio (one side silent while the other
+    /// sent), each counted once. Calls one-way now: `SipCore::one_way_call_count`.
+    pub one_way_calls: u64,
 }
 
 impl CoreStats {

@@ -417,6 +417,39 @@ async fn the_switch_hangs_up_both_sides_when_media_stops() {
     assert_eq!(core.call_count(), 0);
 }
 
+/// One-way audio is logged and counted, never hung up on; during early media
+/// it counts only if it lasts until the answer. The relay's reports are fed directly.
+#[tokio::test]
+async fn one_way_audio_is_counted_while_it_lasts() {
+    use media_relay::{Leg, MediaEvent};
+    let t0 = Instant::now();
+    let (mut core, _relay) = core(t0);
+    let one_way = |silent: Leg| Some(MediaEvent::OneWay { silent, silent_for: Duration::from_secs(5) });
+    let counts = |core: &SipCore| (core.one_way_call_count(), core.stats().one_way_calls);
+    register_phones(&core, &[PHONE_A], t0);
+    let invite = request_to(&dial(&mut core, "1002", "one-way", t0), PHONE_A, Method::Invite).unwrap();
+    core.handle_message(answer(&invite, PHONE_A, 183, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    // The caller sends nothing while it hears early media: not counted yet.
+    assert!(core.handle_media_report((1, one_way(Leg::A)), t0).is_empty());
+    assert_eq!(counts(&core), (0, 0));
+    // Still so at the answer: now it is.
+    let out = core.handle_message(answer(&invite, PHONE_A, 200, "ta", Some(&callee_sdp(1, "sendrecv"))), src(PHONE_A), t0);
+    let ok = sent_to(&out, CALLER).into_iter().find(|m| m.status() == Some(200)).unwrap();
+    core.handle_message(caller_request(&ok, "ACK", 2, None), src(CALLER), t0);
+    assert_eq!(counts(&core), (1, 1));
+    // The caller is heard: over. Then the callee goes silent: the call is counted once.
+    assert!(core.handle_media_report((1, Some(MediaEvent::OneWayEnded { leg: Leg::A })), t0).is_empty());
+    assert_eq!(counts(&core), (0, 1));
+    assert!(core.handle_media_report((1, one_way(Leg::B)), t0).is_empty());
+    assert_eq!(counts(&core), (1, 1));
+    assert!(core.handle_media_report((99, one_way(Leg::A)), t0).is_empty(), "no such call");
+    assert_eq!((core.call_count(), counts(&core)), (1, (1, 1)), "no BYE for one-way audio");
+    // The call ends (B's RTP timeout) with B still silent: no longer one-way.
+    let silent = MediaEvent::Inactive { leg: Leg::B, silent_for: Duration::from_secs(60) };
+    assert!(request_to(&core.handle_media_report((1, Some(silent)), t0), CALLER, Method::Bye).is_some());
+    assert_eq!((core.call_count(), counts(&core)), (0, (0, 1)));
+}
+
 #[tokio::test]
 async fn a_trunk_challenge_is_answered_with_the_trunks_credentials() {
     let t0 = Instant::now();

@@ -74,6 +74,8 @@ struct Media {
     rtp_timeout_s: Spanned<u64>,
     /// Relay threads; 0: one per core.
     workers: Spanned<u64>,
+    /// 0: off.
+    one_way_audio_s: Spanned<u64>,
     /// Empty: no music on hold.
     music_on_hold: Option<Spanned<String>>,
 }
@@ -87,6 +89,7 @@ impl Default for Media {
             port_max: unspanned(29999),
             rtp_timeout_s: unspanned(60),
             workers: unspanned(0),
+            one_way_audio_s: unspanned(5),
             music_on_hold: None,
         }
     }
@@ -468,6 +471,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         port_max: port_max as u16,
         rtp_timeout: secs(src.range(&m.rtp_timeout_s, "media.rtp_timeout_s", 5, 3600)?),
         workers: src.range(&m.workers, "media.workers", 0, 256)? as usize,
+        one_way_after: Some(src.range(&m.one_way_audio_s, "media.one_way_audio_s", 0, 600)?)
+            .filter(|&s| s > 0)
+            .map(secs),
         ..RelayConfig::default()
     };
     // Paths are relative to the working directory, like data_dir. The default
@@ -904,6 +910,20 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         let c = parse(Path::new("t.toml"), "").unwrap();
         assert_eq!(c.core.timers, TimerConfig::default());
         assert_eq!(c.listeners.len(), 10);
+    }
+
+    #[test]
+    fn one_way_audio_detection_is_configured_in_seconds() {
+        let one_way = |text: &str| parse(Path::new("t.toml"), text).unwrap().media.one_way_after;
+        assert_eq!(one_way(""), Some(Duration::from_secs(5)));
+        assert_eq!(one_way("[media]\none_way_audio_s = 12\n"), Some(Duration::from_secs(12)));
+        assert_eq!(one_way("[media]\none_way_audio_s = 0\n"), None, "0 turns it off");
+        assert_eq!(
+            err("[media]\none_way_audio_s = 601\n"),
+            "t.toml:2: media.one_way_audio_s: must be between 0 and 600 (got 601)"
+        );
+        let c = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml")).unwrap();
+        assert_eq!(c.media.one_way_after, Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -191,10 +191,12 @@ fn log_stats(core: &SipCore, transport: &TransportLayer, now: Instant, last: &mu
     let (aors, bindings) = core.registrations();
     let (trunks_registered, trunks_failed) = core.trunk_registrations().counts();
     let calls = core.call_count();
+    let one_way = core.one_way_call_count();
     let line = format!(
         "requests={} responses_in={} challenges={} auth_failures={} auth_bans={} auth_refused={} banned_sources={} \
 registrations_ok={} registrations_expired={} aors={aors} bindings={bindings} \
-trunks_registered={trunks_registered} trunks_failed={trunks_failed} calls={calls} transactions={} acl_rejected={} overloaded={} \
+trunks_registered={trunks_registered} trunks_failed={trunks_failed} calls={calls} one_way={one_way} one_way_total={} \
+transactions={} acl_rejected={} overloaded={} \
 dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} events_dropped={}",
         s.requests_in.iter().sum::<u64>(),
         s.responses_in,
@@ -205,6 +207,7 @@ dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} e
         core.banned_sources(now),
         s.registrations_ok,
         s.registrations_expired,
+        s.one_way_calls,
         core.transaction_count(),
         s.acl_rejected,
         s.overloaded,
@@ -231,12 +234,13 @@ async fn log_media_stats(relay: MediaRelay) {
         let (legs, latency) = (&s.legs, &s.latency);
         let bound = |q| latency.quantile_bound(q).map_or("-".to_string(), |d| d.as_micros().to_string());
         let line = format!(
-            "media_calls={} media_calls_ended={} rtp_in={} rtp_out={} rtcp_in={} rtcp_out={} dropped_wrong_source={} \
+            "media_calls={} media_calls_ended={} rtp_in={} rtp_out={} rtp_lost={} rtcp_in={} rtcp_out={} dropped_wrong_source={} \
 dropped_other={} send_errors={} relatches={} relay_latency_p50_us<={} relay_latency_p99_us<={} relay_latency_max_us={}",
             s.calls,
             s.calls_ended,
             legs.rtp_packets_in,
             legs.rtp_packets_out,
+            legs.rtp_packets_lost,
             legs.rtcp_packets_in,
             legs.rtcp_packets_out,
             legs.dropped_wrong_source,

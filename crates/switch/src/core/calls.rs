@@ -10,7 +10,7 @@
 //! sits in one ordered set so the core never scans all calls.
 
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use dialog_layer::auth::answer_challenge;
@@ -18,7 +18,7 @@ use dialog_layer::dialog::{Dialog, DialogId, PendingAnswer, new_call_id, new_tag
 use dialog_layer::registrar::LocationService;
 use dialog_layer::session_timer::{Refresher, SessionTimer, UasTimer, agreed_as_uac, negotiate_as_uas};
 use dialog_layer::transaction::{ClientTxId, ServerTxId, Transmit, cancel_request, new_branch};
-use media_relay::{BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, Mode, PayloadMap};
+use media_relay::{BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, MediaEvent, Mode, PayloadMap};
 use sip_transport::writer::response_to;
 use sip_transport::{HeaderName, MessageWriter, Method, SipMessage, Target, Transport};
 use tracing::{debug, info, warn};
@@ -31,6 +31,7 @@ use crate::sdp::{
     AudioAgreement, AudioParams, Direction, LocalSession, SdpSession, answer_direction, negotiate, read_answer,
 };
 use crate::settings::{Credentials, Profile};
+use crate::stats::CoreStats;
 
 /// How long to wait before trying our session refresh again after a 491.
 const RETRY_AFTER_GLARE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -54,6 +55,28 @@ impl Side {
         match self {
             Side::Caller => Leg::A,
             Side::Callee => Leg::B,
+        }
+    }
+
+    fn of_leg(leg: Leg) -> Side {
+        match leg {
+            Leg::A => Side::Caller,
+            Leg::B => Side::Callee,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+
+    /// For the log.
+    fn name(self) -> &'static str {
+        match self {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
         }
     }
 }
@@ -223,6 +246,11 @@ pub(crate) struct Call {
     /// A blind transfer in progress, and where its forks start in `forks`.
     transfer: Option<Transfer>,
     fork_base: usize,
+    /// Per side (indexed by [`Side::index`]): silent since then while the other
+    /// side sends, as the relay reported (one-way audio).
+    one_way: [Option<Instant>; 2],
+    /// Counted in [`CoreStats::one_way_calls`] already.
+    had_one_way: bool,
     record: Record,
 }
 
@@ -1355,6 +1383,12 @@ impl SipCore {
         call.state = CallState::Answered;
         call.record.answer = Some(SystemTime::now());
         call.caller.dialog.confirm();
+        // One-way audio during early media is only said once the call is answered.
+        for side in [Side::Caller, Side::Callee] {
+            if call.one_way[side.index()].is_some() {
+                call.warn_one_way(side, &mut self.stats, now);
+            }
+        }
         let others: Vec<usize> = (0..call.forks.len()).filter(|&j| j != i).collect();
         self.set_deadline(key, None);
         for j in others {
@@ -2043,15 +2077,57 @@ impl SipCore {
         keys.into_iter().flat_map(|key| self.end_call(key, HangupBy::Switch, "shutdown", now)).collect()
     }
 
-    /// What a call's media reported: a leg went silent, or the media ended.
+    /// What a call's media reported: a leg went silent (the call ends), one-way
+    /// audio began or ended (logged and counted), or the media ended.
     pub fn handle_media_report(&mut self, (key, event): crate::media::MediaReport, now: Instant) -> Vec<Transmit> {
         let reason = match event {
-            Some(media_relay::MediaEvent::Inactive { silent_for, .. }) => {
+            Some(MediaEvent::Inactive { silent_for, .. }) => {
                 format!("RTP timeout ({} s without media)", silent_for.as_secs())
+            }
+            Some(MediaEvent::OneWay { silent, silent_for }) => {
+                self.one_way_began(key, Side::of_leg(silent), now.checked_sub(silent_for).unwrap_or(now), now);
+                return Vec::new();
+            }
+            Some(MediaEvent::OneWayEnded { leg }) => {
+                self.one_way_ended(key, Side::of_leg(leg));
+                return Vec::new();
             }
             None => "media failed".to_string(),
         };
         self.end_call(key, HangupBy::Switch, &reason, now)
+    }
+
+    /// `side` has been silent since `since` while the other side sends. Said at
+    /// once in an answered call; during early media (where many callers send
+    /// nothing) only if it lasts until the answer.
+    fn one_way_began(&mut self, key: CallKey, side: Side, since: Instant, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.one_way[side.index()] = Some(since);
+        if call.state == CallState::Ringing {
+            debug!(call_id = %call.record.call_id, silent = side.name(), "no RTP from one side during early media");
+            return;
+        }
+        call.warn_one_way(side, &mut self.stats, now);
+    }
+
+    fn one_way_ended(&mut self, key: CallKey, side: Side) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        if call.one_way[side.index()].take().is_none() {
+            return;
+        }
+        if call.state == CallState::Ringing {
+            debug!(call_id = %call.record.call_id, side = side.name(), "RTP from this side during early media");
+        } else {
+            info!(call_id = %call.record.call_id, side = side.name(), "one-way audio ended");
+        }
+    }
+
+    /// Answered calls with one side silent while the other sends, now.
+    pub fn one_way_call_count(&self) -> usize {
+        let one_way = |c: &&Call| {
+            matches!(c.state, CallState::Answered | CallState::Transferring) && c.one_way.iter().any(Option::is_some)
+        };
+        self.calls.values().filter(one_way).count()
     }
 
     fn write_cdr(&mut self, key: CallKey, disposition: Disposition, status: u16, reason: &str, by: HangupBy) {
@@ -2165,6 +2241,8 @@ impl Call {
             unacked_provisional: None,
             transfer: None,
             fork_base: 0,
+            one_way: [None; 2],
+            had_one_way: false,
             record: Record {
                 call_id: req.msg.call_id().unwrap_or_default().to_string(),
                 caller: caller_of(req.msg),
@@ -2174,6 +2252,22 @@ impl Call {
                 answer: None,
                 written: false,
             },
+        }
+    }
+
+    /// Logs one-way audio with `side` silent, and counts the call (once).
+    fn warn_one_way(&mut self, side: Side, stats: &mut CoreStats, now: Instant) {
+        let since = self.one_way[side.index()];
+        let silent_for = since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        warn!(
+            call_id = %self.record.call_id,
+            silent = side.name(),
+            silent_for_s = silent_for.as_secs(),
+            "one-way audio: no RTP from one side while the other sends"
+        );
+        if !self.had_one_way {
+            self.had_one_way = true;
+            stats.one_way_calls += 1;
         }
     }
 
