@@ -1662,6 +1662,12 @@ mod tests {
         SessionConfig { one_way_after: Some(Duration::from_secs(5)), ..config() }
     }
 
+    /// A bridged PCMU call, both phones' addresses known, one-way after 5 s.
+    fn one_way_call(t0: Instant) -> MediaSession {
+        let (a, b) = (setup(Some(PHONE_A), &[(0, PCMU)]), setup(Some(PHONE_B), &[(0, PCMU)]));
+        MediaSession::bridge(one_way_config(), a, b, t0)
+    }
+
     /// A sends every 100 ms from `from` until before `until` (forwarded or not,
     /// by the mode); returns `until`.
     fn a_talks(s: &mut MediaSession, from: Instant, until: Instant) -> Instant {
@@ -1683,12 +1689,7 @@ mod tests {
     #[test]
     fn one_way_audio_is_reported_at_the_threshold_and_ends_when_audio_returns() {
         let t0 = Instant::now();
-        let mut s = MediaSession::bridge(
-            one_way_config(),
-            setup(Some(PHONE_A), &[(0, PCMU)]),
-            setup(Some(PHONE_B), &[(0, PCMU)]),
-            t0,
-        );
+        let mut s = one_way_call(t0);
         let last_b = t0 + ms(500);
         s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 0xb), last_b).unwrap();
         a_talks(&mut s, t0, t0 + secs(5));
@@ -1740,12 +1741,7 @@ mod tests {
     #[test]
     fn both_legs_silent_is_not_one_way() {
         let t0 = Instant::now();
-        let mut s = MediaSession::bridge(
-            one_way_config(),
-            setup(Some(PHONE_A), &[(0, PCMU)]),
-            setup(Some(PHONE_B), &[(0, PCMU)]),
-            t0,
-        );
+        let mut s = one_way_call(t0);
         a_talks(&mut s, t0, t0 + secs(1));
         let last = t0 + ms(900);
         s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 0xb), last).unwrap();
@@ -1762,12 +1758,7 @@ mod tests {
     #[test]
     fn one_way_is_not_reported_on_hold_or_in_echo() {
         let t0 = Instant::now();
-        let mut s = MediaSession::bridge(
-            one_way_config(),
-            setup(Some(PHONE_A), &[(0, PCMU)]),
-            setup(Some(PHONE_B), &[(0, PCMU)]),
-            t0,
-        );
+        let mut s = one_way_call(t0);
         a_talks(&mut s, t0, t0 + secs(5));
         assert_eq!(s.handle_timeout(t0 + secs(5)), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(5) }]);
         // Hold ends the episode, and nothing is reported while A goes on talking.
