@@ -401,18 +401,21 @@ impl Watch {
             // process born during the run counts from 0.
             let mut seen: HashMap<(u32, u64), (u64, Process)> = HashMap::new();
             let mut first = true;
-            let (mut footprint, mut round, started) = (Footprint::default(), 0u64, Instant::now());
+            let mut footprint = Footprint::default();
+            let (started, mut next_held, mut next_rss) = (Instant::now(), Duration::ZERO, Duration::ZERO);
             loop {
                 // The switch's descriptors and memory every 500 ms; its memory kept every 5 s, and at the end.
                 let stopping = flag.load(Ordering::Relaxed);
-                if round % 5 == 0 || stopping {
+                let now = started.elapsed();
+                if now >= next_held || stopping {
                     let held = Held::of(switch);
                     footprint.peak = footprint.peak.max(held);
-                    if round % 50 == 0 || stopping {
-                        footprint.rss.push((started.elapsed(), held.rss_kib));
+                    next_held = now + Duration::from_millis(500);
+                    if now >= next_rss || stopping {
+                        footprint.rss.push((now, held.rss_kib));
+                        next_rss = now + Duration::from_secs(5);
                     }
                 }
-                round += 1;
                 let table = udp_table();
                 for (m, port) in drops.iter_mut().zip(&ports) {
                     *m = (*m).max(table.get(port).copied().unwrap_or(0));
