@@ -14,11 +14,14 @@
 //! with digest credentials, 200, ACK; BYE at the end), one phone per call
 //! hearing itself. The same measurements, with the whole switch process's CPU
 //! and resident memory from /proc/<pid>. An echo call is one leg: half the
-//! packets of a bridged call.
+//! packets of a bridged call. The switch's memory and sockets are also read
+//! every 10 s through the window, and after the BYEs: the soak's verdict (no
+//! loss, memory flat, every socket returned; docs/media-load.md, "Soak").
 //!
 //! cargo bench --bench media_load                       (500 calls, 20 s)
 //! CALLS=2000 SECONDS=20 cargo bench --bench media_load
 //! MODE=switch CALLS=1000 cargo bench --bench media_load
+//! MODE=switch CALLS=1000 SECONDS=600 cargo bench --bench media_load   (the soak)
 //!
 //! Settings (environment; bounded): CALLS (1-3000, default 500), SECONDS
 //! (1-600, default 20), WORKERS (the relay's runtime threads, default one per
