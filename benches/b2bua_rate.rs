@@ -14,6 +14,15 @@
 //! socket. Bounded: `CALLS` calls (default 20,000) at `CALL_RATE` per second
 //! (default 1,000), 120 s at most (the callee SIPp: 130 s).
 //!
+//! Leak check: the switch's open descriptors, the sockets among them (and the UDP
+//! ones) and its resident memory, from /proc/<pid>: idle (the callee registered,
+//! before the load), at their highest during the run (read every 500 ms), after
+//! (once both SIPps are done, as soon as the sockets are back to the idle count,
+//! 10 s at most) and once the last calls' SIP transactions have expired (64 x T1,
+//! 34 s after the load). The sockets must come back exactly; memory to within a
+//! few MiB of idle (see `RSS_SLACK_KIB`). The 100,000-call check:
+//! `CALLS=100000 CALL_RATE=2000 cargo bench --bench b2bua_rate`.
+//!
 //! SIPp's response times are coarse: SIPp 3.6.1's figures come in steps of the
 //! kernel's clock tick, 4 ms on the development machine (0, 4, 8... ms). With
 //! `TRACE_MSG=1` (the default up to 200 calls/s) both SIPps log every message
@@ -36,6 +45,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::Held;
+
 /// The callee's SIP port (registered, then listened on), its media port for SDP
 /// (SIPp binds it and the three above), and the caller's SIP port: free of the
 /// ports the tests use.
@@ -47,6 +58,17 @@ const CALLEE_MEDIA_PORT: u16 = 5474;
 const SIPP_BUFFER: &str = "4194304";
 /// The most each SIPp log (errors, messages) may take on disk, in bytes.
 const MAX_LOG: &str = "100000000";
+/// How long the switch has, once the calls have ended, to close their sockets.
+const SETTLE: Duration = Duration::from_secs(10);
+/// When the last calls' SIP state has expired: 64 x T1 (32 s) after the load,
+/// and 2 s more.
+const STATE_LIFETIME: Duration = Duration::from_secs(34);
+/// Resident memory counts as returned within this much above idle: what glibc's
+/// allocator keeps once everything is freed, an arena per thread that allocated
+/// (the runtime's workers) with its caches, and the top of each heap below its
+/// trim threshold. Not freed memory it keeps in the middle of a heap, nor tables
+/// kept at their largest size: those show as not returned.
+const RSS_SLACK_KIB: u64 = 4096;
 
 fn main() {
     if !common::is_bench_run() {
@@ -72,7 +94,11 @@ fn main() {
     common::sipp_ok("register_auth.xml", udp, "u1", &["-s", "1002", "-au", "1002", "-ap", "demo1002", "-p", &port]);
     let callee = Callee::start(&switch, total, trace);
 
-    let watch = Watch::start(&[udp.port(), CALLEE_PORT, CALLER_PORT]);
+    // What the switch holds idle, with the callee registered: every call's ports
+    // and state must go once the calls end.
+    let pid = switch.pid();
+    let idle = Held::of(pid);
+    let watch = Watch::start(&[udp.port(), CALLEE_PORT, CALLER_PORT], pid);
     let children_before = children_cpu();
     let caller_port = CALLER_PORT.to_string();
     let mut args = vec!["-s", "1002", "-au", "1001", "-ap", "demo1001", "-p", &caller_port, "-mi", "127.0.0.1"];
@@ -82,9 +108,17 @@ fn main() {
     }
     let run = common::sipp_load(&switch, "b2bua_uac_short.xml", rate, total, &args);
     let caller_cpu = children_cpu() - children_before;
-    let (drops, others) = watch.stop();
+    let load_end = Instant::now();
+    let (drops, others, during) = watch.stop();
     let (ok, failed, elapsed, cpu) = (run.ok, run.failed, run.elapsed, run.cpu);
     let (callee_ok, callee_failed, callee_and_caller_cpu, callee_errors) = callee.finish();
+    // Every call has ended (both SIPps have): the sockets go back to their idle count.
+    let (after, settle_time) = Held::settle(pid, idle.sockets, SETTLE);
+    // The SIP layer keeps the last calls' transactions 64 x T1 after they end (RFC
+    // 3261 timers J and H, RFC 6026 timer L): their memory is the switch's until then.
+    let expiry = load_end + STATE_LIFETIME;
+    std::thread::sleep(expiry.saturating_duration_since(Instant::now()));
+    let expired = Held::of(pid);
     let callee_cpu = callee_and_caller_cpu.saturating_sub(caller_cpu);
 
     // -trace_rtt: "Date_ms;response_time_ms;rtd_no" lines.
@@ -134,6 +168,7 @@ callee {}, caller {}",
         let top: Vec<String> = others.top.iter().map(|(name, d)| format!("{name} {:.2} s", d.as_secs_f64())).collect();
         println!("b2bua_rate: the other processes that took the most CPU meanwhile: {}", top.join(", "));
     }
+    leak_check(&idle, &during, &after, settle_time, &expired);
     if trace {
         let caller_log = files_ending(&switch.dir, "_messages.log");
         let callee_log = files_ending(&switch.dir.join("callee"), "_messages.log");
@@ -170,6 +205,46 @@ back) p50 {:.2} ms, p99 {:.2} ms",
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Says what the switch held idle, through the load and once the calls had ended,
+/// and whether it gave it back: every socket, and its memory to within [`RSS_SLACK_KIB`].
+fn leak_check(idle: &Held, during: &Footprint, after: &Held, settled: Duration, expired: &Held) {
+    let series: Vec<String> =
+        during.rss.iter().map(|(t, kib)| format!("{:.0} s {:.1}", t.as_secs_f64(), *kib as f64 / 1024.0)).collect();
+    println!("leak check: rss through the load (s into it: MiB): {}", series.join(", "));
+    let peak = during.peak.max(*after);
+    let returned = |ok: bool| if ok { "returned" } else { "NOT returned" };
+    let sockets_back = after.sockets == idle.sockets && expired.sockets == idle.sockets;
+    println!(
+        "leak check: sockets idle {} -> peak {} -> after {} ({}: {:.1} s after the callee's last call; still {} \
+{} s after the load); of them UDP {} -> {} -> {}; descriptors {} -> {} -> {}",
+        idle.sockets,
+        peak.sockets,
+        after.sockets,
+        returned(sockets_back),
+        settled.as_secs_f64(),
+        expired.sockets,
+        STATE_LIFETIME.as_secs(),
+        idle.udp,
+        peak.udp,
+        after.udp,
+        idle.fds,
+        peak.fds,
+        after.fds,
+    );
+    let rss_back = expired.rss_kib <= idle.rss_kib + RSS_SLACK_KIB;
+    println!(
+        "leak check: rss idle {} -> peak {} -> after {} (as the sockets settled) -> {} once the calls' SIP state had \
+expired ({} s after the load): {} (at most idle + {})",
+        common::mib(idle.rss_kib),
+        common::mib(peak.rss_kib),
+        common::mib(after.rss_kib),
+        common::mib(expired.rss_kib),
+        STATE_LIFETIME.as_secs(),
+        returned(rss_back),
+        common::mib(RSS_SLACK_KIB),
+    );
 }
 
 fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
@@ -298,11 +373,12 @@ fn udp_bound(port: u16) -> bool {
 }
 
 /// Watches, while a run lasts, the drop counters of some loopback UDP sockets
-/// (the caller's is gone once its SIPp has ended) and the CPU of every process
-/// but ours: the bench and its children (the switch, the SIPps).
+/// (the caller's is gone once its SIPp has ended), the CPU of every process
+/// but ours: the bench and its children (the switch, the SIPps), and what the
+/// switch holds.
 struct Watch {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<u64>, OtherCpu)>,
+    thread: std::thread::JoinHandle<(Vec<u64>, OtherCpu, Footprint)>,
 }
 
 /// CPU other processes used during a run.
@@ -315,7 +391,7 @@ struct OtherCpu {
 }
 
 impl Watch {
-    fn start(ports: &[u16]) -> Watch {
+    fn start(ports: &[u16], switch: u32) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, ports) = (stop.clone(), ports.to_vec());
         let thread = std::thread::spawn(move || {
@@ -325,7 +401,21 @@ impl Watch {
             // process born during the run counts from 0.
             let mut seen: HashMap<(u32, u64), (u64, Process)> = HashMap::new();
             let mut first = true;
+            let mut footprint = Footprint::default();
+            let (started, mut next_held, mut next_rss) = (Instant::now(), Duration::ZERO, Duration::ZERO);
             loop {
+                // The switch's descriptors and memory every 500 ms; its memory kept every 5 s, and at the end.
+                let stopping = flag.load(Ordering::Relaxed);
+                let now = started.elapsed();
+                if now >= next_held || stopping {
+                    let held = Held::of(switch);
+                    footprint.peak = footprint.peak.max(held);
+                    next_held = now + Duration::from_millis(500);
+                    if now >= next_rss || stopping {
+                        footprint.rss.push((now, held.rss_kib));
+                        next_rss = now + Duration::from_secs(5);
+                    }
+                }
                 let table = udp_table();
                 for (m, port) in drops.iter_mut().zip(&ports) {
                     *m = (*m).max(table.get(port).copied().unwrap_or(0));
@@ -335,7 +425,7 @@ impl Watch {
                     seen.insert((p.pid, p.start), (seen.get(&(p.pid, p.start)).map_or(from, |s| s.0), p));
                 }
                 first = false;
-                if flag.load(Ordering::Relaxed) {
+                if stopping {
                     let mut others = OtherCpu::default();
                     let mut by_name: HashMap<String, Duration> = HashMap::new();
                     for (from, p) in seen.into_values() {
@@ -350,7 +440,7 @@ impl Watch {
                     others.top = by_name.into_iter().filter(|(_, d)| !d.is_zero()).collect();
                     others.top.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
                     others.top.truncate(3);
-                    return (drops, others);
+                    return (drops, others, footprint);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -358,10 +448,18 @@ impl Watch {
         Watch { stop, thread }
     }
 
-    fn stop(self) -> (Vec<u64>, OtherCpu) {
+    fn stop(self) -> (Vec<u64>, OtherCpu, Footprint) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
     }
+}
+
+/// What the switch held through a run: the most of each figure, and its
+/// resident memory (KiB) every 5 s from the start.
+#[derive(Default)]
+struct Footprint {
+    peak: Held,
+    rss: Vec<(Duration, u64)>,
 }
 
 /// A process as /proc/<pid>/stat shows it.

@@ -14,11 +14,14 @@
 //! with digest credentials, 200, ACK; BYE at the end), one phone per call
 //! hearing itself. The same measurements, with the whole switch process's CPU
 //! and resident memory from /proc/<pid>. An echo call is one leg: half the
-//! packets of a bridged call.
+//! packets of a bridged call. The switch's memory and sockets are also read
+//! every 10 s through the window, and after the BYEs: the soak's verdict (no
+//! loss, memory flat, every socket returned; docs/media-load.md, "Soak").
 //!
 //! cargo bench --bench media_load                       (500 calls, 20 s)
 //! CALLS=2000 SECONDS=20 cargo bench --bench media_load
 //! MODE=switch CALLS=1000 cargo bench --bench media_load
+//! MODE=switch CALLS=1000 SECONDS=600 cargo bench --bench media_load   (the soak)
 //!
 //! Settings (environment; bounded): CALLS (1-3000, default 500), SECONDS
 //! (1-600, default 20), WORKERS (the relay's runtime threads, default one per
@@ -35,9 +38,20 @@ mod common;
 mod media_load;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use media_load::{Phone, PhoneSet, Plan, RelayOptions, Report};
+use media_load::{Mark, Phone, PhoneSet, Plan, RelayOptions, Report};
+
+/// Switch mode: how often the switch's sockets and memory are read through the
+/// measured window (at its start and end too).
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// How long the switch has, after the last BYE, to close the calls' sockets.
+const SETTLE: Duration = Duration::from_secs(10);
+/// Memory counts as flat when the window's last sample is at most this much above
+/// its first (after the warm-up): the larger of 1 MiB and 5%.
+const FLAT_KIB: u64 = 1024;
+const FLAT_PERCENT: u64 = 5;
 
 fn main() {
     if !common::is_bench_run() {
@@ -57,7 +71,12 @@ fn main() {
         cpus: if pin { vec![0] } else { Vec::new() },
     };
     let report = match std::env::var("MODE").as_deref() {
-        Ok("switch") => switch_mode(calls, &plan),
+        Ok("switch") => {
+            let (report, footprint) = switch_mode(calls, &plan);
+            println!("{}", report.text());
+            println!("{}", footprint.text(&report));
+            report
+        }
         Ok("relay") | Err(_) => {
             let options = RelayOptions {
                 calls,
@@ -67,11 +86,12 @@ fn main() {
                 port_max: 59999,
                 cpus: if pin { (1..cores).collect() } else { Vec::new() },
             };
-            media_load::relay_mode(&options, &plan)
+            let report = media_load::relay_mode(&options, &plan);
+            println!("{}", report.text());
+            report
         }
         Ok(other) => panic!("MODE={other}: relay or switch"),
     };
-    println!("{}", report.text());
     if let Ok(path) = std::env::var("MEDIA_LOAD_CSV") {
         std::fs::write(&path, report.outcome.csv()).unwrap_or_else(|e| panic!("{path}: {e}"));
         println!("  per direction: {path}");
@@ -79,13 +99,14 @@ fn main() {
 }
 
 /// Echo calls through the real binary; see the module docs.
-fn switch_mode(calls: usize, plan: &Plan) -> Report {
+fn switch_mode(calls: usize, plan: &Plan) -> (Report, Footprint) {
     let extra = "[endpoints]\n1001 = { password = \"demo1001\" }\n[media]\nport_min = 40000\nport_max = 59999\n\
 [[dialplan.internal]]\nexact = \"6000\"\necho = true\n";
     let switch = common::Switch::start_logging("media-load", "warn,tandem=info", extra);
     let pid = switch.pid().to_string();
     let mut client = SipClient::new(switch.addr("internal", "udp", false));
     let rss_before = media_load::rss_kib(&pid);
+    let before = common::Held::of(switch.pid());
     let mut phones = Vec::with_capacity(calls);
     let mut dialogs = Vec::with_capacity(calls);
     let mut setup_ms = Vec::with_capacity(calls);
@@ -111,7 +132,14 @@ fn switch_mode(calls: usize, plan: &Plan) -> Report {
         set.add(phone);
     }
     let mut marks = Vec::with_capacity(2);
-    let outcome = media_load::run(set, plan, |_| marks.push(media_load::snapshot(&pid)));
+    let (mut sampler, mut samples) = (None, Vec::new());
+    let outcome = media_load::run(set, plan, |mark| {
+        marks.push(media_load::snapshot(&pid));
+        match mark {
+            Mark::Measuring => sampler = Some(Sampler::start(switch.pid())),
+            Mark::Measured => samples = sampler.take().map(Sampler::stop).unwrap_or_default(),
+        }
+    });
     let mut hangup_failed = 0;
     for dialog in &dialogs {
         if let Err(e) = client.hang_up(dialog) {
@@ -119,6 +147,8 @@ fn switch_mode(calls: usize, plan: &Plan) -> Report {
             failed.push(format!("BYE {}: {e}", dialog.call_id));
         }
     }
+    // Every call has ended: its ports must close.
+    let (after, settled) = common::Held::settle(switch.pid(), before.sockets, SETTLE);
     let (_, log) = switch.stop_and_log();
     // The demo password warning is the configuration's, not the run's.
     let warnings: Vec<&String> = log
@@ -146,7 +176,110 @@ hearing itself; tandem logged {} warnings), generator {} thread(s)",
     for f in failed.iter().take(5) {
         println!("  {f}");
     }
-    Report::new(title, dialogs.len(), plan.clone(), outcome, &marks, rss_before, rss_setup, None, "")
+    let report = Report::new(title, dialogs.len(), plan.clone(), outcome, &marks, rss_before, rss_setup, None, "");
+    (report, Footprint { calls: dialogs.len(), before, samples, after, settled })
+}
+
+/// What the switch held through a switch-mode run: its sockets and resident memory.
+struct Footprint {
+    /// Calls set up (each one echo leg: an RTP and an RTCP port).
+    calls: usize,
+    /// Before the calls were set up.
+    before: common::Held,
+    /// Through the measured window, every [`SAMPLE_EVERY`] from its start (after the
+    /// warm-up) to its end: (time into the window, what the switch held).
+    samples: Vec<(Duration, common::Held)>,
+    /// After the last BYE, once the sockets were back to their count before the
+    /// calls (or [`SETTLE`] passed), and how long that took.
+    after: common::Held,
+    settled: Duration,
+}
+
+impl Footprint {
+    /// The samples, and the verdict: no loss, memory flat, every socket returned.
+    fn text(&self, report: &Report) -> String {
+        let (Some((_, first)), Some((_, last))) = (self.samples.first(), self.samples.last()) else {
+            return "  the switch was not sampled".to_string();
+        };
+        let rss_max = self.samples.iter().map(|(_, h)| h.rss_kib).max().unwrap_or(0);
+        let sockets = self.samples.iter().map(|(_, h)| h.sockets);
+        let (sockets_min, sockets_max) = (sockets.clone().min().unwrap_or(0), sockets.max().unwrap_or(0));
+        let series: Vec<String> = self
+            .samples
+            .iter()
+            .map(|(t, h)| format!("{:.0} s {:.1}/{}", t.as_secs_f64(), h.rss_kib as f64 / 1024.0, h.sockets))
+            .collect();
+        let slack = FLAT_KIB.max(first.rss_kib * FLAT_PERCENT / 100);
+        let flat = last.rss_kib <= first.rss_kib + slack;
+        let returned = self.after.sockets == self.before.sockets;
+        let window = self.samples.last().map_or(0.0, |(t, _)| t.as_secs_f64());
+        let growth = (last.rss_kib as f64 - first.rss_kib as f64) / 1024.0;
+        let t = report.totals();
+        format!(
+            "  the switch through the window (s into it: RSS MiB/sockets): {}\n  \
+soak check: loss {} of {} packets; rss first {} (after the warm-up) -> max {} -> last {} ({growth:+.1} MiB over \
+{window:.0} s): {} (at most +{}: the larger of +{} and +{FLAT_PERCENT}%); sockets before the calls {} -> during \
+{sockets_min}-{sockets_max} (expected {}: 2 per echo call) -> after the BYEs {} ({}, {:.1} s after the last); \
+UDP {} -> {} -> {}; descriptors {} -> {} -> {}; rss after the BYEs {}",
+            series.join(", "),
+            t.lost,
+            t.sent,
+            common::mib(first.rss_kib),
+            common::mib(rss_max),
+            common::mib(last.rss_kib),
+            if flat { "flat" } else { "NOT flat" },
+            common::mib(slack),
+            common::mib(FLAT_KIB),
+            self.before.sockets,
+            self.before.sockets + 2 * self.calls,
+            self.after.sockets,
+            if returned { "returned" } else { "NOT returned" },
+            self.settled.as_secs_f64(),
+            self.before.udp,
+            last.udp,
+            self.after.udp,
+            self.before.fds,
+            last.fds,
+            self.after.fds,
+            common::mib(self.after.rss_kib),
+        )
+    }
+}
+
+/// Reads what the switch holds now and every [`SAMPLE_EVERY`] after, and once more as it stops.
+struct Sampler {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Vec<(Duration, common::Held)>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("switch-sampler".to_string())
+            .spawn(move || {
+                let start = Instant::now();
+                let mut samples = Vec::new();
+                loop {
+                    samples.push((start.elapsed(), common::Held::of(pid)));
+                    let next = start + SAMPLE_EVERY * samples.len() as u32;
+                    let wait = next.saturating_duration_since(Instant::now());
+                    if stopped.recv_timeout(wait) != Err(mpsc::RecvTimeoutError::Timeout) {
+                        break;
+                    }
+                }
+                samples.push((start.elapsed(), common::Held::of(pid)));
+                samples
+            })
+            .expect("the sampler thread starts");
+        Sampler { stop, thread }
+    }
+
+    /// The samples, the last one taken now.
+    fn stop(self) -> Vec<(Duration, common::Held)> {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// An established echo call, as the client needs it to hang up.

@@ -371,6 +371,76 @@ pub fn listening(port: u16, tcp: bool) -> bool {
     })
 }
 
+/// What a process holds, from /proc/<pid>: its open file descriptors, the
+/// sockets among them (the `socket:[inode]` links in fd/), the UDP ones (those
+/// inodes in net/udp and net/udp6) and its resident memory (VmRSS, KiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub fds: usize,
+    pub sockets: usize,
+    pub udp: usize,
+    pub rss_kib: u64,
+}
+
+impl Held {
+    /// Zeros if the process has gone; a descriptor closed while fd/ is read is not counted.
+    pub fn of(pid: u32) -> Held {
+        let mut held = Held::default();
+        let mut inodes = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+            let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+            held.fds += 1;
+            let target = target.to_string_lossy();
+            if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+                held.sockets += 1;
+                inodes.extend(inode.parse::<u64>().ok());
+            }
+        }
+        // The tables list every UDP socket of the network namespace (SIPp's, the bench's): only the process's count.
+        for table in ["udp", "udp6"] {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            // Fields: slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode.
+            let inode = |l: &str| l.split_whitespace().nth(9).and_then(|i| i.parse::<u64>().ok());
+            held.udp += text.lines().skip(1).filter(|l| inode(l).is_some_and(|i| inodes.contains(&i))).count();
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        held.rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        held
+    }
+
+    /// The larger of each figure.
+    pub fn max(self, other: Held) -> Held {
+        Held {
+            fds: self.fds.max(other.fds),
+            sockets: self.sockets.max(other.sockets),
+            udp: self.udp.max(other.udp),
+            rss_kib: self.rss_kib.max(other.rss_kib),
+        }
+    }
+
+    /// Polls every 100 ms until the process holds at most `sockets` sockets, or
+    /// `wait` has passed: what it holds then, and how long that took.
+    pub fn settle(pid: u32, sockets: usize, wait: Duration) -> (Held, Duration) {
+        let start = Instant::now();
+        loop {
+            let held = Held::of(pid);
+            if held.sockets <= sockets || start.elapsed() >= wait {
+                return (held, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// KiB as MiB, one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 /// SIPp as a server (a carrier's registrar or gateway) on 127.0.0.1:`port`,
 /// running `scenario` once (30 s at most). Returns once it listens; the handle gives its success and output.
 pub fn sipp_server(scenario: &str, port: u16, transport: &str) -> std::thread::JoinHandle<(bool, String)> {
