@@ -557,7 +557,26 @@ impl TransactionLayer {
                 TxRef::Client(id) => self.fire_client(id, at, &mut out),
             }
         }
+        self.shrink_sparse_tables();
         out
+    }
+
+    /// Tables keep their largest size once emptied: after a burst of calls,
+    /// hundreds of MiB held for nothing. A table a quarter full (and not
+    /// small) is shrunk to twice what it holds, so shrinking is rare and
+    /// a table that grows again does not shrink at once.
+    fn shrink_sparse_tables(&mut self) {
+        fn sparse(len: usize, capacity: usize) -> Option<usize> {
+            (capacity > 1024 && len * 4 < capacity).then_some(len * 2)
+        }
+        macro_rules! shrink {
+            ($($table:ident),*) => {$(
+                if let Some(to) = sparse(self.$table.len(), self.$table.capacity()) {
+                    self.$table.shrink_to(to);
+                }
+            )*};
+        }
+        shrink!(servers, server_index, merge_index, clients, client_index, deadlines);
     }
 
     /// Timers are fired at their own deadline `at`, not at `now`, so that the

@@ -129,6 +129,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut next_stats = Instant::now() + STATS_EVERY;
     let mut logged = String::new();
+    let mut memory = FreedMemory::default();
     info!("tandem is running");
     loop {
         let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1)).min(next_stats);
@@ -158,6 +159,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
                     next_stats = now + STATS_EVERY;
                     log_stats(&core, &transport, now, &mut logged);
                 }
+                memory.tick(core.call_count(), now);
             }
             Some(report) = media_reports.recv() => {
                 for t in core.handle_media_report(report, Instant::now()) {
@@ -182,6 +184,36 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     drop(core);
     let _ = cdr_writer.await;
     Ok(())
+}
+
+/// glibc keeps what a burst of calls freed in its arenas (hundreds of MiB after
+/// 100,000 calls at 2,000/s) instead of giving it back. Every 10 s, once the
+/// calls have fallen to half their peak since the last time, ask it to return
+/// what is free: under steady load nothing is trimmed only to be faulted in again.
+#[derive(Default)]
+struct FreedMemory {
+    next_check: Option<Instant>,
+    peak_calls: usize,
+}
+
+impl FreedMemory {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn tick(&mut self, calls: usize, now: Instant) {
+        self.peak_calls = self.peak_calls.max(calls);
+        if self.next_check.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_check = Some(now + Self::EVERY);
+        if calls * 2 <= self.peak_calls {
+            self.peak_calls = calls;
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only walks the allocator's own free lists.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
 }
 
 /// One log line with the counters, when they changed since the last one.

@@ -349,3 +349,24 @@ fn responses_match_on_branch_and_method() {
     assert!(l.send_request(req, target(Transport::Udp), t0).is_err(), "a branch is used once");
     assert!(l.send_request(outgoing("ACK"), target(Transport::Udp), t0).is_err());
 }
+
+/// After a burst, the tables give their memory back once the transactions end.
+#[test]
+fn tables_shrink_once_a_burst_has_ended() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 10_000);
+    for n in 0..5_000 {
+        // Each its own Call-ID, or they would be merged requests (RFC 3261 §8.2.2.2).
+        let text = String::from_utf8_lossy(request("OPTIONS", &format!("z9hG4bKburst{n}"), "").raw())
+            .replace("Call-ID: c1", &format!("Call-ID: burst{n}"));
+        let req = SipMessage::parse(Bytes::from(text)).unwrap();
+        let id = new_tx(l.on_request(&req, &source(Transport::Udp), t0));
+        l.respond(id, response(&req, 200), t0).unwrap();
+    }
+    let grown = l.servers.capacity() + l.server_index.capacity() + l.deadlines.capacity();
+    assert!(grown >= 15_000, "{grown}");
+    run_until(&mut l, t0, 32_000 * MS);
+    assert_eq!(l.server_len(), 0);
+    let shrunk = l.servers.capacity() + l.server_index.capacity() + l.deadlines.capacity();
+    assert!(shrunk <= 3 * 1024, "the tables kept {shrunk} slots");
+}
