@@ -42,7 +42,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use media_relay::{BridgeParams, CallStats, Codec, LegParams, LegStats, MediaRelay, PayloadMap, RelayConfig};
+use media_relay::{BridgeParams, Codec, LegParams, LegTotals, MediaRelay, PayloadMap, RelayConfig};
 
 pub const FRAME: Duration = Duration::from_millis(20);
 pub const PAYLOAD_LEN: usize = 160;
@@ -916,32 +916,7 @@ pub struct Report {
     pub rss_measuring: u64,
     pub rss_end: u64,
     /// The relay's own counters summed over every leg (relay mode).
-    pub relay: Option<RelayCounters>,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RelayCounters {
-    pub rtp_in: u64,
-    pub rtp_out: u64,
-    pub send_errors: u64,
-    pub dropped: u64,
-    pub relatches: u64,
-    pub stream_changes: u64,
-}
-
-impl RelayCounters {
-    fn add(&mut self, leg: &LegStats) {
-        self.rtp_in += leg.rtp_packets_in;
-        self.rtp_out += leg.rtp_packets_out;
-        self.send_errors += leg.send_errors;
-        self.dropped += leg.dropped_wrong_source
-            + leg.dropped_unknown_pt
-            + leg.dropped_malformed
-            + leg.dropped_by_mode
-            + leg.dropped_no_destination;
-        self.relatches += leg.relatches;
-        self.stream_changes += leg.stream_changes;
-    }
+    pub relay: Option<LegTotals>,
 }
 
 pub fn pcmu_params(remote: SocketAddr) -> LegParams {
@@ -999,20 +974,13 @@ pub fn relay_mode(options: &RelayOptions, plan: &Plan) -> Report {
     let rss_setup = rss_kib("self");
     let mut marks: Vec<Snapshot> = Vec::with_capacity(2);
     let outcome = run(phones, plan, |_| marks.push(snapshot("self")));
-    let stats: Vec<CallStats> = runtime.block_on(async {
-        let mut stats = Vec::with_capacity(calls.len());
+    // Every leg's counters, summed by the relay itself once the calls ended.
+    let counters = runtime.block_on(async {
         for call in calls {
-            stats.push(call.stop().await.expect("the call's task ends cleanly"));
+            call.stop().await.expect("the call stops cleanly");
         }
-        stats
+        relay.stats().await.legs
     });
-    let mut counters = RelayCounters::default();
-    for s in &stats {
-        counters.add(&s.a);
-        if let Some(b) = &s.b {
-            counters.add(b);
-        }
-    }
     drop(runtime);
     let on = |cpus: &[usize]| if cpus.is_empty() { String::new() } else { format!(" on CPU {cpus:?}") };
     let title = format!(
@@ -1050,7 +1018,7 @@ impl Report {
         marks: &[Snapshot],
         rss_before: u64,
         rss_setup: u64,
-        relay: Option<RelayCounters>,
+        relay: Option<LegTotals>,
         switch_prefix: &str,
     ) -> Report {
         let (start, end) = (&marks[0], &marks[1]);
@@ -1246,7 +1214,12 @@ saturated, and the load offered was less even than planned",
         if let Some(r) = &self.relay {
             lines.push(format!(
                 "  the relay's counters: {} RTP in, {} out, {} send errors, {} dropped, {} relatches, {} stream changes",
-                r.rtp_in, r.rtp_out, r.send_errors, r.dropped, r.relatches, r.stream_changes
+                r.rtp_packets_in,
+                r.rtp_packets_out,
+                r.send_errors,
+                r.dropped(),
+                r.relatches,
+                r.stream_changes
             ));
         }
         lines.join("\n")

@@ -334,11 +334,11 @@ impl Drop for CallMedia {
 impl CallMedia {
     /// The relay's address for `leg` (what its SDP says); `None` if there is no such leg.
     pub fn local_rtp(&self, leg: Leg) -> Option<SocketAddr> {
-        self.local[leg_index(leg)].map(|(rtp, _)| rtp)
+        self.local[leg.index()].map(|(rtp, _)| rtp)
     }
 
     pub fn local_rtcp(&self, leg: Leg) -> Option<SocketAddr> {
-        self.local[leg_index(leg)].and_then(|(_, rtcp)| rtcp)
+        self.local[leg.index()].and_then(|(_, rtcp)| rtcp)
     }
 
     /// A re-INVITE on `leg`: new remote address hint and payload types.
@@ -391,13 +391,6 @@ impl CallMedia {
         let (reply, answer) = oneshot::channel();
         self.worker.command(self.id, command(reply));
         answer.await.map_err(|_| MediaError::Stopped)
-    }
-}
-
-fn leg_index(leg: Leg) -> usize {
-    match leg {
-        Leg::A => 0,
-        Leg::B => 1,
     }
 }
 
@@ -541,7 +534,7 @@ mod tests {
             assert!(silent_for >= Duration::from_millis(200), "{silent_for:?}");
             silent.push(leg);
         }
-        silent.sort_by_key(|leg| leg_index(*leg));
+        silent.sort_by_key(|leg| leg.index());
         assert_eq!(silent, [Leg::A, Leg::B]);
         assert!(started.elapsed() >= Duration::from_millis(200));
         call.stop().await.unwrap();

@@ -135,7 +135,7 @@ impl Leg {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Leg::A => 0,
             Leg::B => 1,

@@ -34,7 +34,7 @@ impl LatencyHistogram {
         self.counts.iter().sum()
     }
 
-    pub fn add(&mut self, other: &LatencyHistogram) {
+    pub fn merge(&mut self, other: &LatencyHistogram) {
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
             *mine += theirs;
         }
@@ -101,6 +101,18 @@ leg_totals! {
     dropped_no_destination,
     send_errors,
     relatches,
+    stream_changes,
+}
+
+impl LegTotals {
+    /// Packets received and not relayed, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_wrong_source
+            + self.dropped_unknown_pt
+            + self.dropped_malformed
+            + self.dropped_by_mode
+            + self.dropped_no_destination
+    }
 }
 
 /// The relay as a whole, from [`crate::MediaRelay::stats`].
@@ -119,7 +131,7 @@ impl RelayStats {
         self.calls += other.calls;
         self.calls_ended += other.calls_ended;
         self.legs.merge(&other.legs);
-        self.latency.add(&other.latency);
+        self.latency.merge(&other.latency);
     }
 }
 

@@ -224,10 +224,7 @@ struct ActiveCall {
 impl ActiveCall {
     fn next_deadline(&self) -> Option<Instant> {
         let next_frame = self.playbacks.iter().flatten().map(Playback::next_frame_at).min();
-        match (self.session.poll_timeout(), next_frame) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.session.poll_timeout().into_iter().chain(next_frame).min()
     }
 }
 
@@ -491,13 +488,6 @@ impl Playback {
     }
 }
 
-fn leg_index(leg: Leg) -> usize {
-    match leg {
-        Leg::A => 0,
-        Leg::B => 1,
-    }
-}
-
 /// PCMU if the leg has it, else PCMA: what prompt frames are sent in.
 fn prompt_codec(payloads: &PayloadMap) -> Option<(u8, Codec)> {
     [Codec::Pcmu, Codec::Pcma].into_iter().find_map(|codec| Some((payloads.payload_type(codec)?, codec)))
@@ -510,7 +500,7 @@ fn play(call: &mut ActiveCall, leg: Leg, prompt: Option<Arc<Prompt>>, now: Insta
         return Err(MediaError::NoG711 { leg });
     }
     call.session.set_injecting(leg, playing)?;
-    call.playbacks[leg_index(leg)] = prompt.map(|prompt| {
+    call.playbacks[leg.index()] = prompt.map(|prompt| {
         tracing::debug!(?leg, prompt = prompt.name(), "prompt playing");
         Playback::new(prompt, now)
     });
@@ -520,7 +510,7 @@ fn play(call: &mut ActiveCall, leg: Leg, prompt: Option<Arc<Prompt>>, now: Insta
 /// Sends every prompt frame due by `now`, building each in `buf`. Allocates nothing.
 fn send_due_frames(call: &mut ActiveCall, buf: &mut [u8], now: Instant) {
     for leg in [Leg::A, Leg::B] {
-        let Some(playback) = call.playbacks[leg_index(leg)].as_mut() else { continue };
+        let Some(playback) = call.playbacks[leg.index()].as_mut() else { continue };
         let due = playback.frames_due(now);
         if due > playback.frame + MAX_CATCH_UP_FRAMES {
             let skipped = due - MAX_CATCH_UP_FRAMES - playback.frame;
