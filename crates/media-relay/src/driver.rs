@@ -798,7 +798,8 @@ mod tests {
 
     /// 1000 samples: frames (160) do not divide it, so the loop wraps inside a frame.
     fn test_prompt() -> Arc<Prompt> {
-        let samples: Vec<i16> = (0..1000).map(|i| (i * 37 % 2000 - 1000) * 16).collect();
+        // In i32: i * 37 passes i16::MAX; the samples themselves are within -16000..16000.
+        let samples: Vec<i16> = (0..1000i32).map(|i| ((i * 37 % 2000 - 1000) * 16) as i16).collect();
         Arc::new(Prompt::from_samples("test prompt", &samples).unwrap())
     }
 
