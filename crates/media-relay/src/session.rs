@@ -571,7 +571,8 @@ impl SourceStats {
     }
 
     fn expected(&self) -> u64 {
-        // max_seq only moves forward from base_seq, so this never underflows.
+        // max_seq only moves forward from base_seq, so this never underflows
+        // (and once `cycles` has saturated, extended_max is above 2^47 anyway).
         self.extended_max() + 1 - u64::from(self.base_seq)
     }
 
@@ -602,6 +603,8 @@ impl Reception {
         let (ssrc, seq) = (packet.ssrc(), packet.sequence());
         if !self.current.is_some_and(|s| s.ssrc == ssrc && !seq_jumped(seq, s.max_seq)) {
             if let Some(old) = self.current {
+                // The totals grow by less than MAX_DROPOUT per accepted packet: 10^15
+                // packets before they could overflow.
                 self.earlier_expected += old.expected();
                 self.earlier_lost += old.lost();
             }
@@ -614,7 +617,9 @@ impl Reception {
         let ahead = seq.wrapping_sub(source.max_seq);
         if ahead != 0 && ahead < MAX_DROPOUT {
             if seq < source.max_seq {
-                source.cycles += 1;
+                // Saturates: a source that keeps one SSRC for 2^32 wraps (some 10^11
+                // packets) gets a stuck count, not an overflow.
+                source.cycles = source.cycles.saturating_add(1);
             }
             source.max_seq = seq;
         } else if ahead != 0 {
@@ -1903,5 +1908,32 @@ mod tests {
         // The counter does see allocations.
         let boxed = std::hint::black_box(Box::new(before));
         assert!(crate::test_alloc::allocations_on_this_thread() > before, "{boxed}");
+    }
+
+    /// RFC 3550 A.1's count of sequence number wraps saturates: 2^32 wraps (some
+    /// 10^11 packets of one source) would overflow it, and the loss count with it.
+    #[test]
+    fn sequence_wraps_past_the_cycle_count_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 60000, 0, 7), t0).is_some());
+        let Some(source) = s.legs[0].as_mut().and_then(|a| a.reception.current.as_mut()) else { panic!("no source") };
+        source.cycles = u32::MAX - 1;
+        // Steps of 2000 (in order, under MAX_DROPOUT): three more wraps.
+        let mut seq = 60000u16;
+        for i in 1..=100u32 {
+            seq = seq.wrapping_add(2000);
+            let now = t0 + ms(u64::from(i) * 20);
+            assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, seq, i * 160, 7), now).is_some(), "packet {i}");
+        }
+        let stats = s.stats(Leg::A).unwrap();
+        assert_eq!(stats.rtp_packets_in, 101);
+        assert!(stats.rtp_packets_expected > u64::from(u32::MAX) << 16, "{stats:?}");
+        assert!(stats.rtp_packets_lost <= stats.rtp_packets_expected);
+        // A new source starts from zero cycles; the old one's counts are kept.
+        assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 8), t0 + ms(2020)).is_some());
+        let stats = s.stats(Leg::A).unwrap();
+        assert_eq!(stats.rtp_highest_seq, 1);
+        assert!(stats.rtp_packets_expected > u64::from(u32::MAX) << 16, "{stats:?}");
     }
 }
