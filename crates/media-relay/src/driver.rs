@@ -219,6 +219,7 @@ impl MediaRelay {
         let ipv6 = a.rtp.local_addr().is_ok_and(|addr| addr.is_ipv6());
         let sockets = CallSockets { a: a.into(), b: b.map(LegSockets::from), ipv6 };
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
+        // new() started worker_count() workers, which is at least one.
         let worker = self.shared.workers.iter().min_by_key(|worker| worker.load()).expect("at least one worker");
         worker.start(id, NewCall { session, sockets, events: event_queue });
         CallMedia { id, worker: Arc::clone(worker), events, local, stopped: false }
