@@ -219,6 +219,7 @@ impl MediaRelay {
         let ipv6 = a.rtp.local_addr().is_ok_and(|addr| addr.is_ipv6());
         let sockets = CallSockets { a: a.into(), b: b.map(LegSockets::from), ipv6 };
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
+        // new() started worker_count() workers, which is at least one.
         let worker = self.shared.workers.iter().min_by_key(|worker| worker.load()).expect("at least one worker");
         worker.start(id, NewCall { session, sockets, events: event_queue });
         CallMedia { id, worker: Arc::clone(worker), events, local, stopped: false }
@@ -791,7 +792,8 @@ mod tests {
 
     /// 1000 samples: frames (160) do not divide it, so the loop wraps inside a frame.
     fn test_prompt() -> Arc<Prompt> {
-        let samples: Vec<i16> = (0..1000).map(|i| (i * 37 % 2000 - 1000) * 16).collect();
+        // In i32: i * 37 passes i16::MAX; the samples themselves are within -16000..16000.
+        let samples: Vec<i16> = (0..1000i32).map(|i| ((i * 37 % 2000 - 1000) * 16) as i16).collect();
         Arc::new(Prompt::from_samples("test prompt", &samples).unwrap())
     }
 

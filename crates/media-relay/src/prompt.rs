@@ -350,4 +350,43 @@ mod tests {
         assert!(prompt.fill_looped(Codec::Pcma, u64::MAX, &mut out[..1]));
         assert!(!prompt.fill_looped(Codec::Opus, 0, &mut out));
     }
+
+    /// Cut, corrupted and random files, chunk sizes up to u32::MAX included:
+    /// a prompt or an error naming the file, never a panic.
+    #[test]
+    fn damaged_wav_files_are_errors_not_panics() {
+        use rand::{RngExt, SeedableRng};
+        let good = wav(1, 1, 8000, 16, &le(&[0, 1000, -1000, 5, i16::MIN, i16::MAX]));
+        let check = |bytes: &[u8]| match Prompt::from_wav("bad.wav", bytes) {
+            Ok(prompt) => assert!(prompt.samples() > 0),
+            Err(error) => assert!(error.file == "bad.wav" && !error.problem.is_empty(), "{error:?}"),
+        };
+        for len in 0..good.len() {
+            assert!(Prompt::from_wav("cut.wav", &good[..len]).is_err(), "cut at {len}");
+        }
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0x5249_4646_5741_5645);
+        let mut file = Vec::new();
+        for _ in 0..20_000 {
+            file.clear();
+            file.extend_from_slice(&good);
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..file.len());
+                match rng.random_range(0..3) {
+                    // A chunk size (or any 4 bytes) made huge, or anything.
+                    0 if at + 4 <= file.len() => file[at..at + 4].copy_from_slice(&rng.random::<u32>().to_le_bytes()),
+                    1 if at + 4 <= file.len() => file[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes()),
+                    _ => file[at] = rng.random(),
+                }
+            }
+            let len = if rng.random_bool(0.5) { file.len() } else { rng.random_range(0..=file.len()) };
+            check(&file[..len]);
+            // Random chunks after a valid RIFF header.
+            file.clear();
+            file.extend_from_slice(&good[..12]);
+            for _ in 0..rng.random_range(0..64) {
+                file.push(rng.random());
+            }
+            check(&file);
+        }
+    }
 }

@@ -501,4 +501,41 @@ mod tests {
             let _ = check_rtcp(&buf[..len]);
         }
     }
+
+    /// Seeded random headers whose CSRC count, extension length and padding
+    /// count may lie, cut at any length: parse names the fault, or returns a
+    /// view whose header, payload and padding add up to the packet.
+    #[test]
+    fn random_headers_parse_to_parts_that_add_up() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0x4733_3550_5761_0002);
+        let mut buf = [0u8; 300];
+        let mut parsed = 0;
+        for _ in 0..50_000 {
+            rng.fill(&mut buf[..]);
+            buf[0] = 0x80 | (buf[0] & 0x3f);
+            if rng.random_bool(0.5) {
+                // A short extension, so that some packets with one parse.
+                let at = RTP_HEADER_LEN + 4 * usize::from(buf[0] & 0x0f);
+                buf[at + 2..at + 4].copy_from_slice(&rng.random_range(0..8u16).to_be_bytes());
+            }
+            let len = rng.random_range(0..=buf.len());
+            let Ok(p) = RtpPacket::parse(&buf[..len]) else { continue };
+            parsed += 1;
+            assert_eq!(p.header_len() + p.payload().len() + p.padding_len(), len);
+            let csrcs = usize::from(p.csrc_count());
+            assert_eq!(p.csrc(csrcs), None);
+            assert!(csrcs == 0 || p.csrc(csrcs - 1).is_some());
+            let fixed = RTP_HEADER_LEN + 4 * csrcs;
+            match p.extension() {
+                Some((_, data)) => assert_eq!(p.header_len(), fixed + 4 + data.len()),
+                None => assert_eq!(p.header_len(), fixed),
+            }
+            if p.has_padding() {
+                assert_eq!(p.padding_len(), usize::from(buf[len - 1]));
+            }
+            let _ = TelephoneEvent::parse(p.payload());
+        }
+        assert!(parsed > 1_000, "{parsed} of the packets parsed");
+    }
 }

@@ -571,7 +571,8 @@ impl SourceStats {
     }
 
     fn expected(&self) -> u64 {
-        // max_seq only moves forward from base_seq, so this never underflows.
+        // max_seq only moves forward from base_seq, so this never underflows
+        // (and once `cycles` has saturated, extended_max is above 2^47 anyway).
         self.extended_max() + 1 - u64::from(self.base_seq)
     }
 
@@ -602,6 +603,8 @@ impl Reception {
         let (ssrc, seq) = (packet.ssrc(), packet.sequence());
         if !self.current.is_some_and(|s| s.ssrc == ssrc && !seq_jumped(seq, s.max_seq)) {
             if let Some(old) = self.current {
+                // The totals grow by less than MAX_DROPOUT per accepted packet: 10^15
+                // packets before they could overflow.
                 self.earlier_expected += old.expected();
                 self.earlier_lost += old.lost();
             }
@@ -614,7 +617,9 @@ impl Reception {
         let ahead = seq.wrapping_sub(source.max_seq);
         if ahead != 0 && ahead < MAX_DROPOUT {
             if seq < source.max_seq {
-                source.cycles += 1;
+                // Saturates: a source that keeps one SSRC for 2^32 wraps (some 10^11
+                // packets) gets a stuck count, not an overflow.
+                source.cycles = source.cycles.saturating_add(1);
             }
             source.max_seq = seq;
         } else if ahead != 0 {
@@ -1903,5 +1908,265 @@ mod tests {
         // The counter does see allocations.
         let boxed = std::hint::black_box(Box::new(before));
         assert!(crate::test_alloc::allocations_on_this_thread() > before, "{boxed}");
+    }
+
+    /// RFC 3550 A.1's count of sequence number wraps saturates: 2^32 wraps (some
+    /// 10^11 packets of one source) would overflow it, and the loss count with it.
+    #[test]
+    fn sequence_wraps_past_the_cycle_count_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 60000, 0, 7), t0).is_some());
+        let Some(source) = s.legs[0].as_mut().and_then(|a| a.reception.current.as_mut()) else { panic!("no source") };
+        source.cycles = u32::MAX - 1;
+        // Steps of 2000 (in order, under MAX_DROPOUT): three more wraps.
+        let mut seq = 60000u16;
+        for i in 1..=100u32 {
+            seq = seq.wrapping_add(2000);
+            let now = t0 + ms(u64::from(i) * 20);
+            assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, seq, i * 160, 7), now).is_some(), "packet {i}");
+        }
+        let stats = s.stats(Leg::A).unwrap();
+        assert_eq!(stats.rtp_packets_in, 101);
+        assert!(stats.rtp_packets_expected > u64::from(u32::MAX) << 16, "{stats:?}");
+        assert!(stats.rtp_packets_lost <= stats.rtp_packets_expected);
+        // A new source starts from zero cycles; the old one's counts are kept.
+        assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 8), t0 + ms(2020)).is_some());
+        let stats = s.stats(Leg::A).unwrap();
+        assert_eq!(stats.rtp_highest_seq, 1);
+        assert!(stats.rtp_packets_expected > u64::from(u32::MAX) << 16, "{stats:?}");
+    }
+
+    /// The drop counters of a leg, summed.
+    fn drops(stats: &LegStats) -> u64 {
+        stats.dropped_wrong_source
+            + stats.dropped_unknown_pt
+            + stats.dropped_malformed
+            + stats.dropped_by_mode
+            + stats.dropped_no_destination
+    }
+
+    /// What a peer's SDP may say: any payload types the map accepts (clock
+    /// rates of telephone-event included), and addresses that are absent,
+    /// unspecified, port 0, port 65535 (no RTCP port above it) or IPv6.
+    fn random_params(rng: &mut impl rand::RngExt) -> LegParams {
+        const ADDRS: [&str; 8] = [
+            PHONE_A,
+            PHONE_B,
+            "0.0.0.0:4000",
+            "127.0.0.1:0",
+            "127.0.0.1:65535",
+            "[::1]:40000",
+            "10.0.0.5:4000",
+            "[::]:5000",
+        ];
+        let mut random_addr = || {
+            let i = rng.random_range(0..ADDRS.len() + 2);
+            (i < ADDRS.len()).then(|| addr(ADDRS[i]))
+        };
+        let (remote_rtp, remote_rtcp) = (random_addr(), random_addr());
+        let codecs = [
+            PCMU,
+            PCMA,
+            Codec::G722,
+            Codec::G729,
+            Codec::Opus,
+            Codec::ComfortNoise,
+            TE,
+            Codec::TelephoneEvent { clock_rate: 48000 },
+            Codec::TelephoneEvent { clock_rate: 1 },
+            Codec::TelephoneEvent { clock_rate: u32::MAX },
+        ];
+        // Mostly with PCMU, so that the legs have a codec in common.
+        let mut entries: Vec<(u8, Codec)> = Vec::new();
+        if rng.random_bool(0.8) {
+            entries.push((if rng.random_bool(0.5) { 0 } else { rng.random_range(96..=127) }, PCMU));
+        }
+        for _ in 0..rng.random_range(0..8) {
+            let pt = if rng.random_bool(0.5) { rng.random_range(0..=18) } else { rng.random_range(96..=127) };
+            if entries.iter().all(|&(p, _)| p != pt) {
+                entries.push((pt, codecs[rng.random_range(0..codecs.len())]));
+            }
+        }
+        LegParams { remote_rtp, remote_rtcp, payloads: map(&entries) }
+    }
+
+    fn random_bytes(rng: &mut impl rand::RngExt, buf: &mut Vec<u8>, n: usize) {
+        let at = buf.len();
+        buf.resize(at + n, 0);
+        rng.fill(&mut buf[at..]);
+    }
+
+    /// A datagram as a peer or anyone else might send it: garbage of any length
+    /// (oversized included), RTP with CSRC counts, extension lengths and padding
+    /// that may lie, cut short anywhere, RTCP with any length field, and
+    /// telephone-events of any length. RTP mostly continues `stream` (seq, ts,
+    /// ssrc), so that packets are accepted, with jumps, wraps and new SSRCs.
+    fn random_datagram(rng: &mut impl rand::RngExt, stream: &mut (u16, u32, u32), pts: &[u8], buf: &mut Vec<u8>) {
+        buf.clear();
+        match rng.random_range(0..10) {
+            0 => {
+                let len = rng.random_range(0..=64);
+                random_bytes(rng, buf, len);
+            }
+            1 => {
+                let len = rng.random_range(0..=MAX_PACKET_LEN + 1);
+                random_bytes(rng, buf, len);
+            }
+            2 => {
+                buf.extend([0x80 | rng.random_range(0..32), rng.random_range(192..=223)]);
+                let len = rng.random_range(0..=40);
+                random_bytes(rng, buf, len);
+            }
+            _ => {
+                let (seq, ts, ssrc) = stream;
+                match rng.random_range(0..20) {
+                    0 => *seq = rng.random(),
+                    1 => *seq = seq.wrapping_sub(rng.random_range(0..200)),
+                    2 => *ssrc = rng.random_range(0..4),
+                    3 => *ts = rng.random(),
+                    _ => *seq = seq.wrapping_add(rng.random_range(1..3000)),
+                }
+                *ts = ts.wrapping_add(160);
+                let pt = match pts {
+                    [] => rng.random_range(0..128),
+                    _ if rng.random_bool(0.1) => rng.random_range(0..128),
+                    _ => pts[rng.random_range(0..pts.len())],
+                };
+                buf.resize(rtp::RTP_HEADER_LEN, 0);
+                write_packet(buf, pt, rng.random_bool(0.1), *seq, *ts, *ssrc, &[]).unwrap();
+                if rng.random_bool(0.2) {
+                    let count = rng.random_range(0..16);
+                    buf[0] |= count;
+                    random_bytes(rng, buf, 4 * usize::from(count));
+                }
+                if rng.random_bool(0.2) {
+                    buf[0] |= 0x10;
+                    let words = rng.random_range(0..4u16);
+                    // The length field mostly tells the truth.
+                    let said = if rng.random_bool(0.8) { words } else { rng.random() };
+                    buf.extend([0xbe, 0xde]);
+                    buf.extend(said.to_be_bytes());
+                    random_bytes(rng, buf, 4 * usize::from(words));
+                }
+                let payload = if rng.random_bool(0.5) { rng.random_range(0..8) } else { 160 };
+                random_bytes(rng, buf, payload);
+                if rng.random_bool(0.2) {
+                    buf[0] |= 0x20;
+                    let padding = rng.random_range(1..=4u8);
+                    buf.extend((1..padding).map(|_| 0));
+                    buf.push(if rng.random_bool(0.8) { padding } else { rng.random() });
+                }
+                if rng.random_bool(0.1) {
+                    buf.truncate(rng.random_range(0..=buf.len()));
+                }
+            }
+        }
+    }
+
+    /// Many sessions (bridge and echo, with and without rtcp-mux) fed random
+    /// datagrams on their RTP and RTCP sockets from a few sources, with time
+    /// going forward by steps of any size (now and then back), and re-INVITEs,
+    /// mode changes, prompts and timeouts in between: nothing panics, and each
+    /// datagram is either forwarded (a still valid packet, counted out on the
+    /// leg it goes to) or dropped and counted once, on the leg it came on.
+    #[test]
+    fn random_datagrams_sdp_and_timing_never_panic_and_every_drop_is_counted() {
+        use rand::rngs::Xoshiro256PlusPlus;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x7a4d_e3f0_2545_f491);
+        let sources = [PHONE_A, PHONE_B, "127.0.0.1:40001", "127.0.0.1:40011", "127.0.0.1:6666", "[::1]:40000"];
+        let mut buf = Vec::with_capacity(MAX_PACKET_LEN + 1);
+        let (mut forwarded, mut dropped) = (0u64, 0u64);
+        for _ in 0..60 {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let config = SessionConfig {
+                rtp_timeout: ms(rng.random_range(1..60_000)),
+                start_grace: ms(rng.random_range(0..10_000)),
+                relatch_after: rng.random_bool(0.8).then(|| ms(rng.random_range(0..5_000))),
+                one_way_after: rng.random_bool(0.8).then(|| ms(rng.random_range(0..10_000))),
+            };
+            let leg_setup =
+                |rng: &mut Xoshiro256PlusPlus| LegSetup { rtcp_mux: rng.random_bool(0.5), params: random_params(rng) };
+            let mut s = if rng.random_bool(0.8) {
+                let a = leg_setup(&mut rng);
+                MediaSession::bridge(config, a, leg_setup(&mut rng), t0)
+            } else {
+                MediaSession::echo(config, leg_setup(&mut rng), t0)
+            };
+            let legs: &[Leg] = if s.has_leg(Leg::B) { &[Leg::A, Leg::B] } else { &[Leg::A] };
+            let mut streams = [(rng.random(), rng.random(), 1), (rng.random(), rng.random(), 2)];
+            for _ in 0..2_000 {
+                now = match rng.random_range(0..100) {
+                    0 => now + Duration::from_secs(rng.random_range(1..100_000)),
+                    1 => now.checked_sub(ms(rng.random_range(0..5_000))).unwrap_or(now),
+                    2..=9 => now + ms(rng.random_range(0..10_000)),
+                    _ => now + ms(rng.random_range(0..40)),
+                };
+                let leg = legs[rng.random_range(0..legs.len())];
+                match rng.random_range(0..100) {
+                    0 => {
+                        let _ = s.update_leg(leg, random_params(&mut rng), now);
+                    }
+                    1 => {
+                        let held = legs[rng.random_range(0..legs.len())];
+                        let modes = [Mode::Bridge, Mode::Bridge, Mode::Echo, Mode::Hold { held }];
+                        let _ = s.set_mode(modes[rng.random_range(0..modes.len())], now);
+                    }
+                    2 => s.set_injecting(leg, rng.random_bool(0.3)).unwrap(),
+                    3 => {
+                        let pts: Vec<u8> = s.payloads(leg).unwrap().entries().iter().map(|&(pt, _)| pt).collect();
+                        let mut stream = (rng.random(), rng.random(), 9);
+                        random_datagram(&mut rng, &mut stream, &pts, &mut buf);
+                        let _ = s.inject(leg, &mut buf, now);
+                    }
+                    4..=9 => {
+                        let _ = s.poll_timeout();
+                        let _ = s.handle_timeout(now);
+                    }
+                    _ => {}
+                }
+                let pts: Vec<u8> = s.payloads(leg).unwrap().entries().iter().map(|&(pt, _)| pt).collect();
+                random_datagram(&mut rng, &mut streams[leg.index()], &pts, &mut buf);
+                // Mostly the leg's phone, so that packets are accepted.
+                let from = match (rng.random_bool(0.8), leg) {
+                    (true, Leg::A) => addr(PHONE_A),
+                    (true, Leg::B) => addr(PHONE_B),
+                    (false, _) => addr(sources[rng.random_range(0..sources.len())]),
+                };
+                let before = [s.stats(Leg::A), s.stats(Leg::B)];
+                let len = buf.len();
+                // RTCP arrives on the RTCP socket, or muxed on the RTP one; anything may arrive on either.
+                let rtcp_socket = rng.random_bool(if rtp::is_rtcp(&buf) { 0.5 } else { 0.05 });
+                let forward =
+                    if rtcp_socket { s.on_rtcp(leg, from, &buf, now) } else { s.on_rtp(leg, from, &mut buf, now) };
+                let after = [s.stats(Leg::A), s.stats(Leg::B)];
+                let (input_before, input_after) = (before[leg.index()].unwrap(), after[leg.index()].unwrap());
+                assert_eq!(buf.len(), len);
+                match forward {
+                    Some(forward) => {
+                        forwarded += 1;
+                        assert_eq!(drops(&input_after), drops(&input_before), "forwarded and dropped: {buf:02x?}");
+                        let out = |stats: Option<LegStats>| stats.map(|st| st.rtp_packets_out + st.rtcp_packets_out);
+                        let i = forward.leg.index();
+                        assert_eq!(out(after[i]), out(before[i]).map(|n| n + 1), "forwarded uncounted");
+                        if rtp::classify(&buf) == rtp::PacketKind::Rtp {
+                            let p = RtpPacket::parse(&buf[..]).unwrap();
+                            assert!(s.payloads(forward.leg).unwrap().codec(p.payload_type()).is_some());
+                        } else {
+                            assert_eq!(rtp::check_rtcp(&buf), Ok(()));
+                        }
+                    }
+                    None => {
+                        dropped += 1;
+                        assert_eq!(drops(&input_after), drops(&input_before) + 1, "not counted once: {buf:02x?}");
+                    }
+                }
+                assert!(input_after.rtp_packets_lost <= input_after.rtp_packets_expected, "{input_after:?}");
+            }
+        }
+        // Both outcomes were exercised, not just drops.
+        assert!(forwarded > 10_000 && dropped > 10_000, "{forwarded} forwarded, {dropped} dropped");
     }
 }

@@ -180,11 +180,14 @@ pub fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> 
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
-                arrived_ns = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                // No stamp for a clock before 1970 or after 2554, rather than an overflow.
+                let (secs, nanos) = (u64::try_from(ts.tv_sec).ok(), u64::try_from(ts.tv_nsec).ok());
+                arrived_ns = secs.and_then(|s| s.checked_mul(1_000_000_000)?.checked_add(nanos?));
             }
             cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
         }
     }
+    // n <= buf.len(): without MSG_TRUNC in the flags, recvmsg returns the bytes it copied.
     Ok(Datagram { len: n as usize, from, arrived_ns })
 }
 

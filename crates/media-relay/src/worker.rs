@@ -396,6 +396,7 @@ impl Worker {
 
     /// Closes a call's sockets (its ports go back to the pool) and returns its counters.
     fn end(&mut self, slot: usize) -> CallStats {
+        // Only `command` calls this, with the slot it has just found the call in.
         let call = self.calls[slot].take().expect("a call in the slot");
         for (_, socket) in call.sockets.all() {
             let _ = self.epoll.delete(socket.as_fd());
