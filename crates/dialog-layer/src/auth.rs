@@ -337,6 +337,7 @@ impl DigestAuthenticator {
             self.used_order.pop_front();
             self.used.remove(&serial);
             if !expired {
+                // The nonce's seal checked, so we issued it: serial < next_serial, no overflow.
                 self.forgotten_below = self.forgotten_below.max(serial + 1);
             }
         }
@@ -473,5 +474,23 @@ mod tests {
         assert!(matches!(a.verify(&ok, "INVITE", &pw, t0), AuthOutcome::Failed { .. }), "the method is part of the digest");
         let stranger = ok.replace("username=\"1001\"", "username=\"9999\"");
         assert!(matches!(a.verify(&stranger, "REGISTER", &pw, t0), AuthOutcome::Failed { reason: "unknown user", .. }));
+    }
+
+    #[test]
+    fn odd_nonces_with_the_right_password_are_stale() {
+        let t0 = Instant::now();
+        let mut a = DigestAuthenticator::new(config(vec![Algorithm::Md5]), t0);
+        let nonces = [
+            "€".repeat(16), // 48 bytes, but byte 16 is inside a character
+            "z".repeat(48),
+            "0".repeat(47),
+            format!("{:016x}{:016x}{:016x}", u64::MAX, u64::MAX, 0), // the last serial, unsealed
+            String::new(),
+        ];
+        for n in nonces {
+            let credentials = answer(&format!("nonce=\"{n}\""), Algorithm::Md5, "secret", 1);
+            assert_eq!(a.verify(&credentials, "REGISTER", &pw, t0), AuthOutcome::Stale, "{n}");
+        }
+        assert_eq!(a.tracked_nonces(), 0);
     }
 }

@@ -75,7 +75,9 @@ impl AuthGuard {
             return GuardDecision::Refuse { until };
         }
         match e.failures.checked_sub(self.config.free_failures) {
-            Some(extra) if extra > 0 => GuardDecision::Delay((self.config.delay_step * extra).min(self.config.max_delay)),
+            Some(extra) if extra > 0 => {
+                GuardDecision::Delay(self.config.delay_step.saturating_mul(extra).min(self.config.max_delay))
+            }
             _ => GuardDecision::Allow,
         }
     }
@@ -92,7 +94,8 @@ impl AuthGuard {
         if !live {
             *e = fresh;
         }
-        e.failures += 1;
+        // Saturates: a caller that keeps counting a banned source must not wrap it to zero.
+        e.failures = e.failures.saturating_add(1);
         e.last_failure = now;
         if e.failures >= self.config.ban_after && e.banned_until.is_none_or(|u| u <= now) {
             let until = now + self.config.ban_for;
@@ -204,5 +207,21 @@ mod tests {
             matches!(g.check("2001:db8:1:2::1".parse().unwrap(), t0 + SEC), GuardDecision::Refuse { .. }),
             "a banned source is never the one forgotten"
         );
+    }
+
+    #[test]
+    fn the_failure_count_saturates() {
+        let t0 = Instant::now();
+        let config = GuardConfig { ban_after: u32::MAX, ban_for: SEC, ..config() };
+        let mut g = AuthGuard::new(config);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        g.record_failure(ip, t0);
+        g.entries.get_mut(&ip).unwrap().failures = u32::MAX - 1;
+        assert_eq!(g.record_failure(ip, t0), Some(t0 + SEC), "the last count bans");
+        // Counted again while banned, and after the ban within the window: still the most.
+        assert_eq!(g.record_failure(ip, t0), None);
+        assert_eq!(g.record_failure(ip, t0 + 2 * SEC), Some(t0 + 3 * SEC));
+        assert_eq!(g.entries[&ip].failures, u32::MAX);
+        assert_eq!(g.check(ip, t0 + 4 * SEC), GuardDecision::Delay(Duration::from_secs(2)));
     }
 }

@@ -244,6 +244,7 @@ impl<L: LocationService> Registrar<L> {
                 bindings.remove(i);
             }
             if expires > 0 {
+                // At most u32::MAX s (136 years, parse_delta_seconds caps it): an Instant holds that.
                 let expires = expires.min(self.config.max_expires);
                 bindings.push(Binding {
                     contact: c.uri.to_string(),
@@ -326,6 +327,22 @@ From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: {call_i
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].1.contact, "sip:1001@192.0.2.5:5062");
         assert_eq!(r.location().counts(), (1, 1));
+    }
+
+    #[test]
+    fn the_largest_expires_are_capped_and_fit_an_instant() {
+        let t0 = Instant::now();
+        let huge = "9".repeat(30);
+        let in_contact = reg("a", 1, &format!("Contact: <sip:1001@192.0.2.5>;expires={huge}\r\n"));
+        let in_header = reg("a", 1, &format!("Contact: <sip:1001@192.0.2.5>\r\nExpires: {huge}\r\n"));
+        let r = Registrar::new(InMemoryLocation::default(), config());
+        let c = ok(r.register(&in_contact, "1001", &source(None), t0));
+        assert_eq!(c, ["<sip:1001@192.0.2.5>;expires=3600"]);
+        // Even with no cap in the configuration, the most a peer can write is u32::MAX s.
+        let r = Registrar::new(InMemoryLocation::default(), RegistrarConfig { max_expires: u32::MAX, ..config() });
+        let c = ok(r.register(&in_header, "1001", &source(None), t0));
+        assert_eq!(c, [format!("<sip:1001@192.0.2.5>;expires={}", u32::MAX)]);
+        assert_eq!(r.location().bindings("1001", t0)[0].expires_at, t0 + Duration::from_secs(u32::MAX.into()));
     }
 
     #[test]

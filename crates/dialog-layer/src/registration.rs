@@ -56,10 +56,19 @@ pub struct RegistrationClient {
     /// Whether the REGISTER that is out already answered a challenge: a second
     /// challenge then means the credentials are wrong (unless the nonce was stale).
     answered_challenge: bool,
+    /// REGISTERs sent at once in answer to a response since the last one the timer sent.
+    retries_in_a_row: u32,
 }
+
+/// REGISTERs sent at once in answer to responses (a challenge, a stale nonce,
+/// 423) before the next one waits: a carrier that keeps saying stale or keeps
+/// raising Min-Expires gets the backoff, not a REGISTER per round trip. The
+/// longest honest run is three (423, a challenge, a stale nonce); one to spare.
+const MAX_RETRIES_IN_A_ROW: u32 = 4;
 
 /// When to refresh a binding granted for `granted` seconds: at 80% of it, and
 /// never later than 30 s before it ends (at least 1 s from now).
+/// `mul_f32` cannot panic: the factor is finite and positive, the product at most 2^32 s.
 fn refresh_after(granted: u32) -> Duration {
     let granted = Duration::from_secs(granted.into());
     (granted.mul_f32(0.8)).min(granted.saturating_sub(Duration::from_secs(30))).max(Duration::from_secs(1))
@@ -79,6 +88,7 @@ impl RegistrationClient {
             next_send: Some(now),
             failures: 0,
             answered_challenge: false,
+            retries_in_a_row: 0,
         }
     }
 
@@ -99,11 +109,14 @@ impl RegistrationClient {
         if !matches!(self.state, RegistrationState::Registered { .. }) {
             self.state = RegistrationState::Registering;
         }
+        self.retries_in_a_row = 0;
         Some(self.register(self.expires, None))
     }
 
     /// The next REGISTER, with `credentials` (header name, value) if given.
     fn register(&mut self, expires: u32, credentials: Option<(&str, String)>) -> Bytes {
+        // At most 1 + MAX_RETRIES_IN_A_ROW per timed REGISTER, and those are paced by
+        // the refresh (at least 1 s) or the backoff: the CSeq stays far below 2^31.
         self.cseq += 1;
         let c = &self.config;
         let mut w = MessageWriter::request(&Method::Register, &c.registrar);
@@ -144,6 +157,7 @@ impl RegistrationClient {
                     return self.fail(status, "registrar granted no time", now);
                 }
                 self.failures = 0;
+                // The carrier's number is a u32: at most 136 years, within an Instant's range.
                 self.state = RegistrationState::Registered { until: now + Duration::from_secs(granted.into()) };
                 self.next_send = Some(now + refresh_after(granted));
                 None
@@ -157,7 +171,7 @@ impl RegistrationClient {
                 let challenges: Vec<&str> = resp.header_values(challenge).collect();
                 let c = &self.config;
                 match answer_challenge(&challenges, "REGISTER", &c.registrar, &c.username, &c.password, 1) {
-                    Ok(value) => Some(self.register(self.expires, Some((credentials, value)))),
+                    Ok(value) => self.retry(status, self.expires, Some((credentials, value)), now),
                     Err(why) => self.fail(status, why, now),
                 }
             }
@@ -170,7 +184,7 @@ impl RegistrationClient {
             423 => match resp.first(HeaderName::MinExpires).and_then(|v| v.trim().parse::<u32>().ok()) {
                 Some(min) if min > self.expires => {
                     self.expires = min;
-                    Some(self.register(min, None))
+                    self.retry(status, min, None, now)
                 }
                 _ => self.fail(status, "423 without a usable Min-Expires", now),
             },
@@ -181,13 +195,23 @@ impl RegistrationClient {
         }
     }
 
+    /// A REGISTER sent at once in answer to a response with `status`, unless
+    /// too many went in a row: then the attempt fails and backs off.
+    fn retry(&mut self, status: u16, expires: u32, credentials: Option<(&str, String)>, now: Instant) -> Option<Bytes> {
+        if self.retries_in_a_row >= MAX_RETRIES_IN_A_ROW {
+            return self.fail(status, "too many retries in a row", now);
+        }
+        self.retries_in_a_row += 1;
+        Some(self.register(expires, credentials))
+    }
+
     /// The client transaction of the last REGISTER timed out (timer F).
     pub fn on_timeout(&mut self, now: Instant) {
         self.fail(408, "Request Timeout", now);
     }
 
     fn fail(&mut self, status: u16, reason: &str, now: Instant) -> Option<Bytes> {
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         let wait = self.config.retry_min.saturating_mul(1 << (self.failures - 1).min(16)).min(self.config.retry_max);
         self.state = RegistrationState::Failed { status, reason: reason.to_string(), retry_at: now + wait };
         self.next_send = Some(now + wait);
@@ -197,6 +221,7 @@ impl RegistrationClient {
     /// A REGISTER that removes our binding (on shutdown).
     pub fn unregister(&mut self) -> Bytes {
         self.next_send = None;
+        self.retries_in_a_row = 0;
         self.register(0, None)
     }
 }
@@ -325,5 +350,83 @@ mod tests {
         let unreg = SipMessage::parse(c.unregister()).unwrap();
         assert_eq!(unreg.expires().unwrap(), Some(0));
         assert_eq!(c.poll_timeout(), None);
+    }
+
+    /// The carrier's answer to `register`: `status` with `headers`.
+    fn reply(register: &Bytes, status: u16, headers: &[(&str, String)]) -> SipMessage {
+        let req = SipMessage::parse(register.clone()).unwrap();
+        let mut w = response_to(&req, "127.0.0.1:5080".parse().unwrap(), status, "X", Some("c1"));
+        for (name, value) in headers {
+            w.header(name, value);
+        }
+        SipMessage::parse(w.finish_empty()).unwrap()
+    }
+
+    /// Feeds every REGISTER sent at once the carrier's answer; how many went.
+    fn run(c: &mut RegistrationClient, first: Bytes, answer: &mut dyn FnMut(&Bytes) -> SipMessage, t: Instant) -> u32 {
+        let mut sent = 1;
+        let mut reg = first;
+        while let Some(again) = c.on_response(&answer(&reg), t) {
+            sent += 1;
+            reg = again;
+            assert!(sent < 100, "a REGISTER per round trip");
+        }
+        sent
+    }
+
+    #[test]
+    fn a_carrier_that_keeps_saying_stale_gets_the_backoff() {
+        let t0 = Instant::now();
+        let mut carrier = Carrier::new(t0, "s3cret");
+        let mut stale = |reg: &Bytes| {
+            let stale = carrier.auth.challenge(t0, true);
+            reply(reg, 401, &stale.into_iter().map(|c| ("WWW-Authenticate", c)).collect::<Vec<_>>())
+        };
+        let mut c = RegistrationClient::new(config(), t0);
+        let first = c.handle_timeout(t0).unwrap();
+        // The first REGISTER, then one answer to the challenge and three to stale nonces.
+        assert_eq!(run(&mut c, first, &mut stale, t0), 1 + MAX_RETRIES_IN_A_ROW);
+        let reason = "too many retries in a row".to_string();
+        assert_eq!(c.state(), &RegistrationState::Failed { status: 401, reason, retry_at: t0 + 5 * SEC });
+        assert_eq!(c.poll_timeout(), Some(t0 + 5 * SEC));
+        // The timed attempt may answer as many again.
+        let next = c.handle_timeout(t0 + 5 * SEC).unwrap();
+        assert_eq!(run(&mut c, next, &mut stale, t0 + 5 * SEC), 1 + MAX_RETRIES_IN_A_ROW);
+        assert!(matches!(c.state(), RegistrationState::Failed { retry_at, .. } if *retry_at == t0 + 15 * SEC));
+    }
+
+    #[test]
+    fn a_carrier_that_keeps_raising_min_expires_gets_the_backoff() {
+        let t0 = Instant::now();
+        let mut raise = |reg: &Bytes| {
+            let asked = SipMessage::parse(reg.clone()).unwrap().expires().unwrap().unwrap();
+            reply(reg, 423, &[("Min-Expires", (asked + 1).to_string())])
+        };
+        let mut c = RegistrationClient::new(config(), t0);
+        let first = c.handle_timeout(t0).unwrap();
+        assert_eq!(run(&mut c, first, &mut raise, t0), 1 + MAX_RETRIES_IN_A_ROW);
+        let reason = "too many retries in a row".to_string();
+        assert_eq!(c.state(), &RegistrationState::Failed { status: 423, reason, retry_at: t0 + 5 * SEC });
+        // The last Min-Expires is kept for the next attempt.
+        let next = SipMessage::parse(c.handle_timeout(t0 + 5 * SEC).unwrap()).unwrap();
+        assert_eq!(next.expires().unwrap(), Some(600 + 1 + MAX_RETRIES_IN_A_ROW));
+    }
+
+    #[test]
+    fn the_longest_grant_a_carrier_can_write_is_kept() {
+        let t0 = Instant::now();
+        let mut c = RegistrationClient::new(config(), t0);
+        let reg = c.handle_timeout(t0).unwrap();
+        let contact = ("Contact", format!("<sip:trunkuser@127.0.0.1:5080>;expires={}", u32::MAX));
+        assert!(c.on_response(&reply(&reg, 200, &[contact]), t0).is_none());
+        let until = t0 + Duration::from_secs(u32::MAX.into());
+        assert_eq!(c.state(), &RegistrationState::Registered { until });
+        assert!(c.poll_timeout().is_some_and(|t| t > t0 + 100 * 365 * 86_400 * SEC && t < until));
+        // An Expires past u64 counts as the longest u32 there is.
+        let now = c.poll_timeout().unwrap();
+        let reg = c.handle_timeout(now).unwrap();
+        assert!(c.on_response(&reply(&reg, 200, &[("Expires", "9".repeat(30))]), now).is_none());
+        let until = now + Duration::from_secs(u32::MAX.into());
+        assert_eq!(c.state(), &RegistrationState::Registered { until });
     }
 }

@@ -111,8 +111,14 @@ pub fn negotiate_as_uas(invite: &SipMessage, config: &SessionTimerConfig) -> Res
 
 /// We are the UAC: what the 2xx to our INVITE agreed (RFC 4028 §7.2). A 2xx
 /// without Session-Expires means no session timer, unless we insist on one.
+/// An interval under 90 s is an error (RFC 4028 lets no Min-SE be lower): one of 0 s
+/// would have the refresher send a re-INVITE as soon as each refresh ends.
 pub fn agreed_as_uac(response: &SipMessage) -> Result<Option<SessionTimer>, &'static str> {
-    Ok(session_expires(response)?.map(|(interval, refresher)| SessionTimer {
+    let Some((interval, refresher)) = session_expires(response)? else { return Ok(None) };
+    if interval < 90 {
+        return Err("Session-Expires under 90 s");
+    }
+    Ok(Some(SessionTimer {
         interval,
         // §7.2: a 2xx that names no refresher leaves it to us.
         refresher: refresher.unwrap_or(Refresher::Uac),
@@ -131,6 +137,7 @@ impl SessionTimer {
     }
 
     /// When the refresher sends its re-INVITE or UPDATE: half the interval (§10).
+    /// This and `expire_after` are at most u32::MAX s (136 years): an Instant holds them.
     pub fn refresh_after(&self) -> Duration {
         Duration::from_secs(u64::from(self.interval) / 2)
     }
@@ -189,15 +196,16 @@ To: <sip:1002@127.0.0.1>\r\nCall-ID: st\r\nCSeq: 1 INVITE\r\n{headers}Content-Le
         assert!(negotiate_as_uas(&invite("Session-Expires: 600;refresher=both\r\n"), &cfg()).is_err());
     }
 
+    fn ok(headers: &str) -> SipMessage {
+        SipMessage::parse(Bytes::from(format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:c@d>;tag=2\r\nCall-ID: st\r\nCSeq: 1 INVITE\r\n{headers}Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
     #[test]
     fn uac_reads_the_answer_and_timers_follow_the_interval() {
-        let ok = |h: &str| {
-            SipMessage::parse(Bytes::from(format!(
-                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\n\
-Call-ID: st\r\nCSeq: 1 INVITE\r\n{h}Content-Length: 0\r\n\r\n"
-            )))
-            .unwrap()
-        };
         assert_eq!(agreed_as_uac(&ok("")).unwrap(), None);
         let st = agreed_as_uac(&ok("Session-Expires: 90;refresher=uas\r\n")).unwrap().unwrap();
         assert_eq!(st.refresher, Refresher::Uas);
@@ -205,5 +213,28 @@ Call-ID: st\r\nCSeq: 1 INVITE\r\n{h}Content-Length: 0\r\n\r\n"
         assert_eq!(st.expire_after(), Duration::from_secs(60), "90 - 30");
         let long = SessionTimer { interval: 1800, refresher: Refresher::Uac, uac_supports: true };
         assert_eq!(long.expire_after(), Duration::from_secs(1768), "at most 32 s early");
+    }
+
+    #[test]
+    fn a_2xx_under_90_seconds_is_refused() {
+        for short in ["0", "1", "89;refresher=uac", "89;refresher=uas"] {
+            let err = agreed_as_uac(&ok(&format!("Session-Expires: {short}\r\n")));
+            assert_eq!(err, Err("Session-Expires under 90 s"), "{short}");
+        }
+        assert!(agreed_as_uac(&ok("Session-Expires: 90\r\n")).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_longest_intervals_fit_an_instant() {
+        let t0 = std::time::Instant::now();
+        // No Session-Expires and the largest Min-SE: we may not go below it.
+        let t = negotiate_as_uas(&invite(&format!("Supported: timer\r\nMin-SE: {}\r\n", "9".repeat(30))), &cfg());
+        let Ok(UasTimer::Use(st)) = t else { panic!("{t:?}") };
+        assert_eq!(st.interval, u32::MAX);
+        assert!(t0 + st.refresh_after() > t0 && t0 + st.expire_after() > t0);
+        let st = agreed_as_uac(&ok(&format!("Session-Expires: {}\r\n", u64::MAX))).unwrap().unwrap();
+        assert_eq!(st.interval, u32::MAX);
+        assert_eq!(st.expire_after(), Duration::from_secs(u64::from(u32::MAX) - 32));
+        assert!(t0 + st.expire_after() > t0);
     }
 }

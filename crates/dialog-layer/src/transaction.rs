@@ -607,7 +607,8 @@ impl TransactionLayer {
         let Some(tx) = self.clients.get_mut(&id) else { return };
         if let Some((due, iv)) = tx.retransmit.filter(|(due, _)| *due == at) {
             out.push(TxEvent::Transmit(Transmit { target: tx.target, data: tx.request.clone() }));
-            // Timer A doubles without bound; timer E is capped at T2.
+            // Timer A doubles with no cap of its own (timer B ends it at 64×T1: six doublings);
+            // timer E is capped at T2.
             let next = if tx.invite { iv * 2 } else { (iv * 2).min(t2) };
             tx.retransmit = Some((due + next, next));
             self.arm(due + next, TxRef::Client(id));
