@@ -467,7 +467,7 @@ impl Inner {
             transport: Transport::Tcp,
             remote: target.remote,
             listener,
-            local: self.listeners[listener].local,
+            local: self.listeners[listener].local, // an index checked or found just above
         };
         let (tx, rx) = self.register(&info);
         // Cannot fail: the queue is new and empty.
@@ -504,7 +504,7 @@ impl Inner {
 }
 
 async fn udp_loop(inner: Arc<Inner>, listener: usize, socket: Arc<UdpSocket>) {
-    let local = inner.listeners[listener].local;
+    let local = inner.listeners[listener].local; // `bind` spawned this loop for that index
     let max = inner.max_message_size;
     // One byte more than allowed: a datagram that fills it is oversize. No datagram
     // exceeds 64 KiB, so neither does the buffer.
@@ -554,7 +554,7 @@ async fn udp_loop(inner: Arc<Inner>, listener: usize, socket: Arc<UdpSocket>) {
 }
 
 async fn accept_loop(inner: Arc<Inner>, listener: usize, socket: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let Listener { transport, local, .. } = inner.listeners[listener];
+    let Listener { transport, local, .. } = inner.listeners[listener]; // an index `bind` spawned this for
     let mut shutdown = inner.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {

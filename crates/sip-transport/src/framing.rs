@@ -361,4 +361,17 @@ mod tests {
         let mixed: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 2\r\n\nok";
         assert_eq!(frames(4096, &[mixed]).unwrap(), vec![msg(mixed)]);
     }
+
+    #[test]
+    fn lone_cr_before_a_message_is_part_of_its_head() {
+        let mut s = b"\n\n\r".to_vec();
+        s.extend_from_slice(M2);
+        let want = [b"\r".as_slice(), M2].concat();
+        assert_eq!(frames(4096, &[&s]).unwrap(), vec![msg(&want)]);
+        let m = crate::SipMessage::parse(Bytes::from(want)).unwrap();
+        assert_eq!(m.method(), Some(&crate::Method::Options));
+        // A head that never ends is cut at the limit.
+        let e = frames(64, &[b"\rX", &[b'y'; 100]]).unwrap_err();
+        assert_eq!(e, FramingError::TooLarge { declared: None, max: 64 });
+    }
 }

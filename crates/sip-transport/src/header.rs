@@ -44,6 +44,8 @@ pub fn is_token(s: &str) -> bool {
 }
 
 /// Position of the closing quote of a quoted string whose opening quote is at `open`.
+/// Always the index of an ASCII `"` byte (a UTF-8 continuation byte never equals it),
+/// so slicing there or one past stays on a character boundary.
 fn closing_quote(s: &[u8], open: usize) -> Option<usize> {
     let mut i = open + 1;
     while i < s.len() {
@@ -228,6 +230,7 @@ fn parse_hostport(s: &str) -> Result<(&str, Option<u16>), &'static str> {
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let close = rest.find(']').ok_or("unterminated IPv6 reference")?;
+        // `s` is `[` then `rest`: `close + 2` is just past the `]`.
         let host = &s[..close + 2];
         let after = &rest[close + 1..];
         match after.strip_prefix(':') {
@@ -491,6 +494,7 @@ impl<'a> NameAddr<'a> {
             let params = Params::parse(&s[end..])?;
             return Ok(NameAddr { display: None, uri, params, bracketed: false });
         }
+        // `b[lt]` is the `<`, so `gt > lt` and the URI slice is never inverted.
         let gt = lt + memchr::memchr(b'>', &b[lt..]).ok_or("unterminated <")?;
         let uri = &s[lt + 1..gt];
         Uri::parse(uri)?;
@@ -544,6 +548,29 @@ pub fn parse_delta_seconds(s: &str) -> Result<u32, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_escapes_cut_short_are_kept() {
+        assert_eq!(percent_decode("%41b%4"), "Ab%4");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%zz%C3"), "a%zz\u{fffd}");
+        assert_eq!(percent_decode("%C3%A9\u{e9}"), "\u{e9}\u{e9}");
+    }
+
+    #[test]
+    fn delimiters_at_the_ends_are_errors() {
+        assert_eq!(Via::parse("SIP/2.0/UDP [").err(), Some("unterminated IPv6 reference"));
+        assert_eq!(Via::parse("SIP/2.0/UDP h:").err(), Some("bad port"));
+        assert_eq!(Via::parse("SIP/2.0/").err(), Some("bad sent-protocol"));
+        assert_eq!(NameAddr::parse("<").err(), Some("unterminated <"));
+        assert_eq!(NameAddr::parse("\"").err(), Some("unterminated quoted string"));
+        assert_eq!(NameAddr::parse("\"\\").err(), Some("unterminated quoted string"));
+        assert_eq!(Uri::parse(":x").err(), Some("bad URI scheme"));
+        assert_eq!(Uri::parse("sip:@h").err(), Some("empty user in URI"));
+        assert_eq!(Params::parse(";a=\"\\").err(), Some("unterminated quoted parameter"));
+        assert_eq!(split_first_comma("\"a\\\u{e9}\",b"), Ok(("\"a\\\u{e9}\"", Some("b"))));
+        assert_eq!(CSeq::parse("4294967296 INVITE").err(), Some("sequence number too large"));
+    }
 
     #[test]
     fn params_with_sws_around_equals() {

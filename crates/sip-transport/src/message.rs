@@ -360,8 +360,9 @@ impl SipMessage {
     }
 
     fn text(&self, r: &Range<usize>) -> &str {
-        // Ranges index into the header section, checked as UTF-8 at parse time.
-        std::str::from_utf8(&self.raw[r.clone()]).unwrap_or("")
+        // Ranges index into the header section, checked as UTF-8 at parse time; `get`
+        // so that a wrong range could only ever read as empty, never panic.
+        self.raw.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
     }
 
     /// The structural fault found while parsing, if any: the reason for a 400.
@@ -410,7 +411,8 @@ impl SipMessage {
     }
 
     pub fn body(&self) -> &[u8] {
-        &self.raw[self.body.clone()]
+        // Within `raw`: `parse` caps the body at the bytes received.
+        self.raw.get(self.body.clone()).unwrap_or_default()
     }
 
     /// All header fields in order: (name as written, value).
@@ -630,7 +632,7 @@ fn parse_start_line(line: &str, base: usize, fault: &mut Option<&'static str>) -
             Ok(_) => {}
         }
     }
-    let uri_range = if well_formed { uri_start..uri_start + uri.len() } else { uri_start..uri_start };
+    let uri_range = if well_formed { uri_start..uri_start + uri.len() } else { 0..0 };
     let vstart = uri_start + uri.len() + 1;
     let version_range = if well_formed { vstart..vstart + version.len() } else { 0..0 };
     Ok(StartLine::Request { method: Method::parse(method), uri: uri_range, version: version_range })
@@ -707,5 +709,32 @@ v=0\r\nextra";
     fn response_line() {
         let m = parse("SIP/2.0 100 \r\nCSeq: 1 INVITE\r\n\r\n");
         assert_eq!((m.status(), m.reason()), (Some(100), Some("")));
+    }
+
+    /// Offsets at the very ends of the input, and multi-byte characters next to the
+    /// delimiters the parser cuts at: every accessor answers, none panics.
+    #[test]
+    fn edge_offsets_read_without_panic() {
+        // A method alone, ending the datagram: no Request-URI or version to point at.
+        for raw in ["FOO\n", "FOO\r\n", "\r\n\nFOO\r\n\r\n", "FOO \n"] {
+            let m = parse(raw);
+            assert_eq!(m.fault(), Some("Malformed Request-Line"), "{raw:?}");
+            assert_eq!((m.request_uri(), m.version(), m.body()), (Some(""), "", &b""[..]), "{raw:?}");
+        }
+        let m = parse("SIP/2.0 200\n");
+        assert_eq!((m.status(), m.reason(), m.body()), (Some(200), Some(""), &b""[..]));
+
+        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nF\u{e9}: x\r\nVia: SIP/2.0/UDP\u{e9}h\r\nl: 0\r\nFrom: \"a\\\u{e9}\" <sip:a@b>;tag=\u{e9}1\r\n\r\n");
+        assert_eq!(m.fault(), Some("Malformed header name"));
+        assert_eq!(m.top_via().err(), Some(HeaderError::Malformed("Via", "bad host")));
+        // The backslash escapes the first byte of the two-byte character; the quote still closes.
+        let from = m.from().unwrap();
+        assert_eq!((from.display, from.tag()), (Some("\"a\\\u{e9}\""), Some("\u{e9}1")));
+        assert_eq!(m.headers().count(), 3);
+
+        // Header values that end the datagram with no line break, or with only LWS.
+        let m = parse("OPTIONS sip:a@b SIP/2.0\r\nTo:\r\nCall-ID:   \r\n");
+        assert_eq!(m.to().err(), Some(HeaderError::Malformed("To", "empty value")));
+        assert_eq!(m.call_id(), Err(HeaderError::Malformed("Call-ID", "bad word")));
     }
 }

@@ -125,11 +125,11 @@ pub fn response_to(req: &SipMessage, source: SocketAddr, code: u16, reason: &str
         if first {
             first = false;
             let parts = crate::header::split_commas(value).unwrap_or_default();
-            let top = parts.first().and_then(|t| Via::parse(t).ok());
+            let top = parts.split_first().and_then(|(t, more)| Some((Via::parse(t).ok()?, more)));
             match top {
-                Some(top) => {
+                Some((top, more)) => {
                     let mut v = stamp_via(&top, source);
-                    for rest in &parts[1..] {
+                    for rest in more {
                         v.push_str(", ");
                         v.push_str(rest);
                     }
@@ -181,6 +181,17 @@ mod tests {
         assert_eq!(resp.vias().unwrap().len(), 2);
         assert_eq!(resp.to().unwrap().tag(), Some("t9"));
         assert_eq!(resp.cseq().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn unparsable_top_via_is_copied_as_written() {
+        let src: SocketAddr = "192.0.2.7:5062".parse().unwrap();
+        for via in [", SIP/2.0/UDP h", "\"open", "<sip:x", "SIP/2.0/UDP [::1"] {
+            let req = format!("OPTIONS sip:a@b SIP/2.0\r\nVia: {via}\r\nCall-ID: abc\r\n\r\n");
+            let req = SipMessage::parse(Bytes::from(req)).unwrap();
+            let resp = SipMessage::parse(response_to(&req, src, 400, "Bad Via", None).finish_empty()).unwrap();
+            assert_eq!(resp.first(HeaderName::Via), Some(via), "{via:?}");
+        }
     }
 
     #[test]
