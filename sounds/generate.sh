@@ -98,16 +98,65 @@ sox -R -m -v 1.0 "$work/melody.wav" -v 0.45 "$work/arpeggio.wav" -v 0.12 "$work/
     "${OUT[@]}" "$here/moh.wav" lowpass 2800 fade t 0.005 -0 0.005 gain -n -6
 
 # --- Spoken prompts ----------------------------------------------------------
-# name|text. The IVR and the queues add theirs here.
+# One directory per language (music on hold, above, has none). These are US
+# English, spoken by espeak-ng.
+lang=en voice=en-us speed=150
+#
+# name|text; a name with a slash is in a subfolder. A text ending in a comma
+# is the start of a sentence that a number or another clip completes: espeak-ng
+# says it with the tone of an unfinished sentence. The switch (Sounds::say)
+# plays clips in a row with a short fixed gap between them, so every clip is
+# cut at its first and last sound, with no silence of its own.
 prompts=(
+    # Any call.
     "please-hold|Please hold. Your call will be answered shortly."
     "goodbye|Thank you for calling. Goodbye."
+    # Queues: the periodic announcement is queue-thank-you or queue-busy, then
+    # "queue-position <n>", then "queue-wait [queue-less-than] <n> minute(s)".
+    "queue-thank-you|Thank you for holding."
+    "queue-busy|All our agents are busy. Please stay on the line."
+    "queue-position|You are caller number,"
+    "queue-wait|Your estimated wait time is,"
+    "queue-less-than|less than,"
+    "minute|minute."
+    "minutes|minutes."
+    "queue-full|We are sorry, all lines are busy. Please call again later."
+    # Agents' feature codes.
+    "agent-logged-in|You are logged in."
+    "agent-logged-out|You are logged out."
+    "agent-paused|You are paused."
+    "agent-unpaused|You are no longer paused."
+    # PIN and account-number IVRs.
+    "ivr-welcome|Welcome."
+    "ivr-enter-pin|Please enter your PIN, followed by the hash key."
+    "ivr-wrong-pin|That PIN is not valid."
+    "ivr-too-many|Too many attempts."
+    "ivr-enter-reference|Please enter your account number, followed by the hash key."
+    "ivr-connecting|Connecting you now."
 )
+# Numbers: any number up to 9999 is said by joining these ("numbers/1
+# numbers/hundred numbers/20 numbers/5"); digits are read back one by one.
+words=(zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen)
+for i in "${!words[@]}"; do
+    prompts+=("numbers/$i|${words[i]}")
+    ((i < 10)) && prompts+=("digits/$i|${words[i]}")
+done
+tens=(twenty thirty forty fifty sixty seventy eighty ninety)
+for i in "${!tens[@]}"; do prompts+=("numbers/$((i * 10 + 20))|${tens[i]}"); done
+prompts+=("numbers/hundred|hundred" "numbers/thousand|thousand")
+
 for prompt in "${prompts[@]}"; do
-    name=${prompt%%|*}
-    espeak-ng -v en-us -s 150 -w "$work/$name.wav" "${prompt#*|}"
-    # Telephone band, normalised like the music, 200 ms of silence after the words.
-    sox -R "$work/$name.wav" "${OUT[@]}" "$here/$name.wav" highpass 300 lowpass 3400 gain -n -6 pad 0 0.2
+    name=${prompt%%|*} file="$here/$lang/${prompt%%|*}.wav"
+    mkdir -p "$(dirname "$file")"
+    espeak-ng -v "$voice" -s "$speed" -w "$work/speech.wav" "${prompt#*|}"
+    # Cut where the speech starts and ends (espeak-ng's silence is exact
+    # zeros; -60 dB keeps the softest consonants), then the telephone band,
+    # normalised like the music, with 5 ms fades so that a cut cannot click.
+    sox -R "$work/speech.wav" "${OUT[@]}" "$file" \
+        silence 1 0.005 -60d reverse silence 1 0.005 -60d reverse \
+        highpass 300 lowpass 3400 rate "$RATE" gain -n -6 fade t 0.005 reverse fade t 0.005 reverse
 done
 
-ls -l "$here"/*.wav
+echo "generate.sh: $(find "$here" -name '*.wav' | wc -l) files"
+for path in "$here/moh.wav" "$here/$lang" "$here"; do du -sh --apparent-size "$path"; done

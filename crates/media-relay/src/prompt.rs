@@ -1,7 +1,9 @@
 //! Prompts: audio the relay plays to a leg (music on hold, IVR prompts). A
 //! prompt is loaded once from an 8 kHz mono 16-bit PCM WAV file and held
 //! encoded in both G.711 laws, so that playing it only copies bytes. Share one
-//! between calls with an `Arc`.
+//! between calls with an `Arc`. A sentence spoken from clips ("you are caller
+//! number", "three") is one prompt too: [`Prompt::sequence`] joins the clips'
+//! encoded bytes, with silence between them.
 
 use std::fmt;
 use std::path::Path;
@@ -82,24 +84,73 @@ impl Prompt {
     /// 8 kHz linear samples (generated audio, tests).
     pub fn from_samples(name: impl Into<String>, samples: &[i16]) -> Result<Prompt, PromptError> {
         let name = name.into();
-        let problem = if samples.is_empty() {
-            Some("it has no audio (no samples)".to_owned())
-        } else if samples.len() > MAX_SAMPLES {
-            Some(format!(
-                "{} s of audio, longer than the {} s a prompt may last",
-                samples.len() / SAMPLE_RATE as usize,
-                MAX_DURATION.as_secs()
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = length_problem(samples.len() as u128) {
             return Err(PromptError { file: name, problem });
         }
         Ok(Prompt {
             name,
             pcmu: samples.iter().map(|&s| g711::linear_to_ulaw(s)).collect(),
             pcma: samples.iter().map(|&s| g711::linear_to_alaw(s)).collect(),
+        })
+    }
+
+    /// `duration` of silence (to the sample below), for a pause in a
+    /// [`sequence`](Prompt::sequence); an error if that is no sample at all or
+    /// longer than [`MAX_DURATION`].
+    pub fn silence(name: impl Into<String>, duration: Duration) -> Result<Prompt, PromptError> {
+        let name = name.into();
+        let samples = samples_in(duration);
+        if let Some(problem) = length_problem(samples) {
+            return Err(PromptError { file: name, problem });
+        }
+        // length_problem bounds it by MAX_SAMPLES.
+        let samples = samples as usize;
+        Ok(Prompt {
+            name,
+            pcmu: vec![g711::linear_to_ulaw(0); samples].into(),
+            pcma: vec![g711::linear_to_alaw(0); samples].into(),
+        })
+    }
+
+    /// The parts one after the other, with no gap: see [`sequence`](Prompt::sequence).
+    pub fn concat(name: impl Into<String>, parts: &[&Prompt]) -> Result<Prompt, PromptError> {
+        Prompt::sequence(name, parts, Duration::ZERO)
+    }
+
+    /// One prompt made of `parts` played one after the other, with `gap` of
+    /// silence (to the sample below) between each two: a sentence built from
+    /// clips ("you are caller number", "three"). Copies the encoded bytes, so
+    /// costs no encoding. An error, naming `name`, if there are no parts or if
+    /// the whole would last longer than [`MAX_DURATION`]; nothing is allocated
+    /// then.
+    pub fn sequence(name: impl Into<String>, parts: &[&Prompt], gap: Duration) -> Result<Prompt, PromptError> {
+        let name = name.into();
+        if parts.is_empty() {
+            return Err(PromptError { file: name, problem: "no parts to join".to_owned() });
+        }
+        let gap = samples_in(gap);
+        let gaps = gap.saturating_mul(parts.len() as u128 - 1);
+        let total = parts.iter().fold(gaps, |sum, part| sum.saturating_add(part.samples() as u128));
+        if let Some(problem) = length_problem(total) {
+            let problem = format!("{} parts and the gaps between them: {problem}", parts.len());
+            return Err(PromptError { file: name, problem });
+        }
+        // length_problem bounds both by MAX_SAMPLES.
+        let (total, gap) = (total as usize, gap as usize);
+        let join = |codec: Codec, silence: u8| -> Box<[u8]> {
+            let mut out = Vec::with_capacity(total);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.resize(out.len() + gap, silence);
+                }
+                out.extend_from_slice(part.encoded(codec).unwrap_or_default());
+            }
+            out.into_boxed_slice()
+        };
+        Ok(Prompt {
+            name,
+            pcmu: join(Codec::Pcmu, g711::linear_to_ulaw(0)),
+            pcma: join(Codec::Pcma, g711::linear_to_alaw(0)),
         })
     }
 
@@ -140,6 +191,27 @@ impl Prompt {
             from = 0;
         }
         true
+    }
+}
+
+/// How many samples `duration` holds, to the sample below.
+fn samples_in(duration: Duration) -> u128 {
+    // At most about 1.5e32: no overflow.
+    duration.as_nanos() * u128::from(SAMPLE_RATE) / 1_000_000_000
+}
+
+/// What is wrong with a prompt of `samples` samples: none, or too many.
+fn length_problem(samples: u128) -> Option<String> {
+    if samples == 0 {
+        Some("it has no audio (no samples)".to_owned())
+    } else if samples > MAX_SAMPLES as u128 {
+        Some(format!(
+            "{} s of audio, longer than the {} s a prompt may last",
+            samples / u128::from(SAMPLE_RATE),
+            MAX_DURATION.as_secs()
+        ))
+    } else {
+        None
     }
 }
 
@@ -332,12 +404,78 @@ mod tests {
         let sounds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sounds");
         let moh = Prompt::load(sounds.join("moh.wav")).unwrap();
         assert!(moh.duration() >= Duration::from_secs(20), "{moh:?}");
-        for entry in std::fs::read_dir(&sounds).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "wav") {
-                Prompt::load(&path).unwrap();
+        // Every WAV file, in the language folders and theirs too.
+        let (mut folders, mut loaded) = (vec![sounds], 0);
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path.extension().is_some_and(|e| e == "wav") {
+                    Prompt::load(&path).unwrap();
+                    loaded += 1;
+                }
             }
         }
+        assert!(loaded > 50, "{loaded} files");
+    }
+
+    #[test]
+    fn silence_lasts_what_it_is_asked_to() {
+        let pause = Prompt::silence("pause", Duration::from_millis(250)).unwrap();
+        assert_eq!((pause.samples(), pause.duration(), pause.name()), (2000, Duration::from_millis(250), "pause"));
+        assert!(pause.encoded(Codec::Pcmu).unwrap().iter().all(|&b| b == 0xFF));
+        assert!(pause.encoded(Codec::Pcma).unwrap().iter().all(|&b| b == 0xD5));
+        // 100 µs is less than one sample (125 µs).
+        assert!(Prompt::silence("x", Duration::from_micros(100)).unwrap_err().problem.contains("no audio"));
+        let error = Prompt::silence("long", MAX_DURATION + Duration::from_secs(1)).unwrap_err();
+        assert_eq!(error.to_string(), "prompt \"long\": 601 s of audio, longer than the 600 s a prompt may last");
+        assert!(Prompt::silence("x", Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn a_sequence_is_its_parts_in_order_with_gaps_between() {
+        let one = Prompt::from_samples("one", &[1000; 3]).unwrap();
+        let two = Prompt::from_samples("two", &[-1000; 2]).unwrap();
+        let three = Prompt::from_samples("three", &[i16::MAX]).unwrap();
+        // One millisecond: 8 samples.
+        let joined = Prompt::sequence("one two three", &[&one, &two, &three], Duration::from_millis(1)).unwrap();
+        assert_eq!(joined.name(), "one two three");
+        assert_eq!(joined.samples(), 3 + 8 + 2 + 8 + 1);
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let silence = Prompt::silence("", Duration::from_millis(1)).unwrap();
+            let expected = [&one, &silence, &two, &silence, &three]
+                .iter()
+                .flat_map(|p| p.encoded(codec).unwrap().to_vec())
+                .collect::<Vec<u8>>();
+            assert_eq!(joined.encoded(codec).unwrap(), expected, "{codec:?}");
+        }
+        let concat = Prompt::concat("two one", &[&two, &one]).unwrap();
+        assert_eq!(concat.encoded(Codec::Pcmu).unwrap(), [0x4E, 0x4E, 0xCE, 0xCE, 0xCE]);
+        assert_eq!(Prompt::concat("alone", &[&two]).unwrap().encoded(Codec::Pcma), two.encoded(Codec::Pcma));
+        assert_eq!(Prompt::concat("none", &[]).unwrap_err().to_string(), "prompt \"none\": no parts to join");
+    }
+
+    #[test]
+    fn a_sequence_longer_than_a_prompt_may_last_is_refused() {
+        let half = Prompt::silence("half", MAX_DURATION / 2).unwrap();
+        let full = Prompt::concat("full", &[&half, &half]).unwrap();
+        assert_eq!(full.duration(), MAX_DURATION);
+        let gap = Duration::from_micros(125); // one sample
+        let error = Prompt::sequence("too long", &[&half, &half], gap).unwrap_err();
+        assert_eq!(error.file, "too long");
+        assert_eq!(
+            error.problem,
+            "2 parts and the gaps between them: 600 s of audio, longer than the 600 s a prompt may last"
+        );
+        assert!(Prompt::concat("x", &[&full, &one_sample()]).is_err());
+        // Gaps that would overflow any count of samples.
+        let error = Prompt::sequence("x", &[&one_sample(), &one_sample(), &one_sample()], Duration::MAX).unwrap_err();
+        assert!(error.problem.contains("longer than the 600 s"), "{error}");
+    }
+
+    fn one_sample() -> Prompt {
+        Prompt::from_samples("1", &[0]).unwrap()
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod cdr;
 pub mod core;
 pub mod dialplan;
 pub mod media;
+pub mod prompts;
 pub mod sdp;
 pub mod settings;
 pub mod stats;
