@@ -1,17 +1,11 @@
-//! Call detail records: one JSON line per call attempt, appended to a file.
-//! A record that cannot be written stays queued and is retried; it is never
-//! dropped (a full disk costs memory and a loud log, not billing data).
+//! Call detail records: one JSON line per call attempt, appended to a file
+//! by [`crate::records`] (never dropped when the disk fails).
 
-use std::collections::VecDeque;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::mpsc;
-use tracing::{error, info};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -96,11 +90,11 @@ impl Cdr {
     }
 }
 
-fn format_time(t: &SystemTime) -> String {
+pub(crate) fn format_time(t: &SystemTime) -> String {
     OffsetDateTime::from(*t).format(&Rfc3339).unwrap_or_default()
 }
 
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_time(t))
 }
 
@@ -111,106 +105,8 @@ fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::
     }
 }
 
-/// Lines waiting to be appended to the CDR file.
-pub struct CdrFile {
-    path: PathBuf,
-    pending: VecDeque<String>,
-    written: u64,
-}
-
-impl CdrFile {
-    pub fn new(path: &Path) -> CdrFile {
-        CdrFile { path: path.to_path_buf(), pending: VecDeque::new(), written: 0 }
-    }
-
-    pub fn push(&mut self, cdr: &Cdr) {
-        match serde_json::to_string(cdr) {
-            Ok(line) => self.pending.push_back(line),
-            // Cannot happen for these types; said loudly if it ever does.
-            Err(e) => error!(call_id = %cdr.call_id, error = %e, "CDR could not be encoded"),
-        }
-    }
-
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Appends every pending line; on error the lines not written stay queued.
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-        while let Some(line) = self.pending.front() {
-            // One write per line, so a failure never leaves half a batch unaccounted.
-            file.write_all(format!("{line}\n").as_bytes())?;
-            self.pending.pop_front();
-            self.written += 1;
-        }
-        file.flush()
-    }
-}
-
-/// Where calls send their records.
-#[derive(Clone)]
-pub struct CdrSink(mpsc::UnboundedSender<Cdr>);
-
-impl CdrSink {
-    /// Never blocks a call; the writer task owns the file.
-    pub fn send(&self, cdr: Cdr) {
-        if let Err(e) = self.0.send(cdr) {
-            error!(call_id = %e.0.call_id, "CDR writer has stopped: record logged here instead: {:?}", e.0);
-        }
-    }
-}
-
-/// How long a failed write waits before the next try.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// Starts the writer task for `path`. It ends, after a last flush, when every sink is dropped.
-pub fn spawn_writer(path: &Path) -> (CdrSink, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut file = CdrFile::new(path);
-    let handle = tokio::spawn(async move {
-        let mut failing = false;
-        loop {
-            // None: every sink is gone; Some(None): time to retry; Some(Some(cdr)): a record.
-            let received = if failing {
-                match tokio::time::timeout(RETRY_EVERY, rx.recv()).await {
-                    Ok(r) => r.map(Some),
-                    Err(_) => Some(None),
-                }
-            } else {
-                rx.recv().await.map(Some)
-            };
-            if let Some(Some(cdr)) = &received {
-                file.push(cdr);
-            }
-            match (file.flush(), failing) {
-                (Ok(()), true) => {
-                    failing = false;
-                    info!(path = %file.path.display(), written = file.written(), "CDR file writable again");
-                }
-                (Err(e), false) => {
-                    failing = true;
-                    error!(path = %file.path.display(), error = %e, pending = file.pending(), "cannot write CDRs: kept in memory and retried");
-                }
-                _ => {}
-            }
-            if received.is_none() {
-                if file.pending() > 0 {
-                    error!(pending = file.pending(), "CDR writer stopping with records not written");
-                }
-                return;
-            }
-        }
-    });
-    (CdrSink(tx), handle)
-}
+/// Where calls send their records (a JSON-lines file, see [`crate::records`]).
+pub type CdrSink = crate::records::RecordSink<Cdr>;
 
 #[cfg(test)]
 mod tests {
@@ -249,7 +145,7 @@ mod tests {
     fn a_failed_write_keeps_the_records_until_it_works() {
         let dir = std::env::temp_dir().join(format!("tandem-cdr-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut f = CdrFile::new(&dir.join("cdr.jsonl"));
+        let mut f = crate::records::JsonLinesFile::new(&dir.join("cdr.jsonl"));
         f.push(&sample(SystemTime::now()));
         f.push(&sample(SystemTime::now()));
         assert!(f.flush().is_err(), "the folder does not exist yet");
@@ -268,7 +164,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cdr.jsonl");
         let _ = std::fs::remove_file(&path);
-        let (sink, task) = spawn_writer(&path);
+        let (sink, task) = crate::records::spawn_writer(&path, "CDR");
         sink.send(sample(SystemTime::now()));
         sink.clone().send(sample(SystemTime::now()));
         drop(sink);

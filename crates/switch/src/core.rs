@@ -83,6 +83,15 @@ pub struct SipCore {
     /// Our registrations with carriers, and which trunk each REGISTER transaction is for.
     trunk_registrations: TrunkRegistrations,
     trunk_register_txs: HashMap<ClientTxId, TrunkIndex>,
+    /// ACD queues: whom to offer waiting callers to.
+    acd: acd_engine::Engine,
+    /// What the engine last heard of each agent's phone, and the calls each
+    /// endpoint is on (not counting those the engine connected).
+    devices: HashMap<String, acd_engine::DeviceState>,
+    endpoint_calls: HashMap<String, u32>,
+    /// Prompts in the switch's language (queue announcements, confirmations).
+    sounds: Option<std::sync::Arc<crate::prompts::Sounds>>,
+    queue_log: Option<crate::queue_log::QueueLogSink>,
 }
 
 /// The parts of a validated request the checks below need.
@@ -101,6 +110,11 @@ impl SipCore {
         let guard = AuthGuard::new(settings.guard.clone());
         let (media_reports, media_reports_rx) = mpsc::unbounded_channel();
         let trunk_registrations = TrunkRegistrations::new(&settings, now);
+        // The configuration was checked when it was loaded; this cannot fail then.
+        let acd = acd_engine::Engine::new(settings.acd.engine.clone()).unwrap_or_else(|error| {
+            tracing::error!(%error, "ACD configuration refused: no queues");
+            acd_engine::Engine::new(acd_engine::AcdConfig::default()).expect("an empty configuration")
+        });
         SipCore {
             settings,
             transactions,
@@ -125,7 +139,29 @@ impl SipCore {
             cdr: None,
             trunk_registrations,
             trunk_register_txs: HashMap::new(),
+            acd,
+            devices: HashMap::new(),
+            endpoint_calls: HashMap::new(),
+            sounds: None,
+            queue_log: None,
         }
+    }
+
+    /// Prompts for queue announcements and feature-code confirmations.
+    pub fn with_sounds(mut self, sounds: std::sync::Arc<crate::prompts::Sounds>) -> Self {
+        self.sounds = Some(sounds);
+        self
+    }
+
+    /// Where queue events are written (one JSON line each).
+    pub fn with_queue_log(mut self, sink: crate::queue_log::QueueLogSink) -> Self {
+        self.queue_log = Some(sink);
+        self
+    }
+
+    /// The ACD engine, to read queue statistics and agents.
+    pub fn acd(&self) -> &acd_engine::Engine {
+        &self.acd
     }
 
     /// Media through this relay (needs a tokio runtime when calls are answered).
@@ -199,6 +235,9 @@ impl SipCore {
         if let Some(r) = self.trunk_registrations.poll_timeout() {
             t = t.min(r);
         }
+        if let Some(a) = self.acd.poll_timeout() {
+            t = t.min(a);
+        }
         Some(t)
     }
 
@@ -252,16 +291,21 @@ impl SipCore {
             for (aor, b) in self.registrar.location().expire(now) {
                 info!(aor = %aor, contact = %b.contact, "registration expired");
                 self.stats.registrations_expired += 1;
+                self.update_device(&aor, now);
             }
         }
+        self.acd.handle_timeout(now);
+        out.extend(self.run_acd(now));
         out
     }
 
     /// A stream connection closed: bindings registered over it are gone (RFC 5626 §5.3 style).
-    pub fn handle_flow_closed(&mut self, flow: FlowId) {
+    pub fn handle_flow_closed(&mut self, flow: FlowId, now: Instant) -> Vec<Transmit> {
         for (aor, b) in self.registrar.location().remove_flow(flow) {
             info!(aor = %aor, contact = %b.contact, "binding removed: its connection closed");
+            self.update_device(&aor, now);
         }
+        self.run_acd(now)
     }
 
     /// One message from the network.
@@ -600,7 +644,10 @@ impl SipCore {
                 self.stats.registrations_ok += 1;
                 debug!(aor = %aor_user, contacts = contacts.len(), transport = %req.source.transport, remote = %req.source.remote, "registered");
                 let headers: Vec<(&str, &str)> = contacts.iter().map(|c| ("Contact", c.as_str())).collect();
-                self.reply(req, tx, 200, "OK", &headers, now)
+                let mut out = self.reply(req, tx, 200, "OK", &headers, now);
+                self.update_device(&aor_user, now);
+                out.extend(self.run_acd(now));
+                out
             }
             RegisterOutcome::IntervalTooBrief { min_expires } => {
                 let me = min_expires.to_string();

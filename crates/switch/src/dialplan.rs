@@ -121,6 +121,8 @@ pub enum Destination {
     Trunk { trunk: String, number: Template },
     /// Answer and send the caller's media back.
     Echo,
+    /// Wait in this ACD queue for an agent.
+    Queue(String),
     /// Refuse with this status.
     Hangup { status: u16 },
 }
@@ -138,7 +140,7 @@ impl Rule {
     pub fn new(matcher: NumberMatch, destination: Destination, ring_timeout: Duration) -> Result<Rule, String> {
         let template = match &destination {
             Destination::Endpoint(t) | Destination::Trunk { number: t, .. } => Some(t),
-            Destination::Echo => None,
+            Destination::Echo | Destination::Queue(_) => None,
             Destination::Hangup { status } => {
                 if !(400..700).contains(status) {
                     return Err(format!("hangup status must be 400-699 (got {status})"));
@@ -177,6 +179,7 @@ pub enum Route {
     Endpoint { id: String, ring_timeout: Duration },
     Trunk { trunk: String, number: String, ring_timeout: Duration },
     Echo,
+    Queue { name: String },
     Hangup { status: u16 },
 }
 
@@ -203,6 +206,7 @@ impl DialPlan {
                     ring_timeout: rule.ring_timeout,
                 },
                 Destination::Echo => Route::Echo,
+                Destination::Queue(name) => Route::Queue { name: name.clone() },
                 Destination::Hangup { status } => Route::Hangup { status: *status },
             })
         })

@@ -6,6 +6,8 @@ pub mod core;
 pub mod dialplan;
 pub mod media;
 pub mod prompts;
+pub mod queue_log;
+pub mod records;
 pub mod sdp;
 pub mod settings;
 pub mod stats;

@@ -100,6 +100,65 @@ pub struct CoreSettings {
     pub guard: GuardConfig,
     pub registrar: RegistrarConfig,
     pub dialplan: crate::dialplan::DialPlan,
+    pub acd: AcdSettings,
+}
+
+/// ACD queues: the engine's configuration, and what the switch does around
+/// it (where callers go when they leave a queue, feature codes).
+#[derive(Clone, Debug, Default)]
+pub struct AcdSettings {
+    pub engine: acd_engine::AcdConfig,
+    /// By queue name.
+    pub queues: HashMap<String, QueueCallSettings>,
+    pub feature_codes: FeatureCodes,
+}
+
+/// The switch's side of one queue.
+#[derive(Clone, Debug)]
+pub struct QueueCallSettings {
+    /// Where a caller goes after the queue's maximum wait, or when it is full.
+    pub overflow: QueueExit,
+    /// Where a caller goes when the queue has no agents (join or leave when empty).
+    pub when_empty: QueueExit,
+    /// Announce the caller's position and the estimated wait (else only "thank you for holding").
+    pub announce_position: bool,
+    pub announce_wait: bool,
+}
+
+impl Default for QueueCallSettings {
+    fn default() -> Self {
+        QueueCallSettings {
+            overflow: QueueExit::Hangup,
+            when_empty: QueueExit::Hangup,
+            announce_position: true,
+            announce_wait: true,
+        }
+    }
+}
+
+/// Where a caller leaving a queue goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueExit {
+    /// "Goodbye", then the call ends.
+    Hangup,
+    Queue(String),
+    Endpoint(String),
+    Trunk { trunk: String, number: String },
+}
+
+/// What an agent dials to change their status (Asterisk habits: `*45`/`*46`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureCodes {
+    pub login: String,
+    pub logout: String,
+    pub pause: String,
+    pub unpause: String,
+}
+
+impl Default for FeatureCodes {
+    fn default() -> Self {
+        FeatureCodes { login: "*45".into(), logout: "*46".into(), pause: "*47".into(), unpause: "*48".into() }
+    }
 }
 
 impl CoreSettings {

@@ -246,6 +246,7 @@ mod tests {
                 max_tracked: 100,
             },
             registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
+            acd: Default::default(),
             dialplan: DialPlan::default(),
         }
     }

@@ -24,6 +24,8 @@ use switch::{CoreSettings, Credentials, EndpointSettings, Gateway, ListenerInfo,
 use media_relay::{Prompt, RelayConfig};
 use toml::Spanned;
 
+mod acd;
+
 /// A configuration error, already worded for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -46,6 +48,10 @@ pub struct Config {
     pub media: RelayConfig,
     /// Played to a held party; `None` when there is none.
     pub music_on_hold: Option<Arc<Prompt>>,
+    /// The queue log (JSON lines), in data_dir; `None` when off.
+    pub queue_log: Option<PathBuf>,
+    /// Prompts in `media.language`; `None` when the default folder is absent.
+    pub sounds: Option<Arc<switch::prompts::Sounds>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,6 +68,9 @@ struct Raw {
     trunks: BTreeMap<String, Spanned<Trunk>>,
     dialplan: RawDialPlan,
     media: Media,
+    acd: acd::RawAcd,
+    agents: BTreeMap<String, Spanned<acd::RawAgent>>,
+    queues: BTreeMap<String, Spanned<acd::RawQueue>>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +87,9 @@ struct Media {
     one_way_audio_s: Spanned<u64>,
     /// Empty: no music on hold.
     music_on_hold: Option<Spanned<String>>,
+    /// Where the language folders of prompts are.
+    sounds: Option<Spanned<String>>,
+    language: Spanned<String>,
 }
 
 impl Default for Media {
@@ -91,6 +103,8 @@ impl Default for Media {
             workers: unspanned(0),
             one_way_audio_s: unspanned(5),
             music_on_hold: None,
+            sounds: None,
+            language: unspanned("en".into()),
         }
     }
 }
@@ -114,6 +128,7 @@ struct RawRule {
     /// For a trunk: the number to dial there (default: the dialled number).
     number: Option<String>,
     echo: Option<bool>,
+    queue: Option<String>,
     hangup: Option<u16>,
     ring_timeout_s: Option<u64>,
 }
@@ -484,10 +499,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Some(p) => Some(Arc::new(Prompt::load(p.get_ref()).map_err(|e| src.err(p, "media.music_on_hold", e.to_string()))?)),
     };
 
-    let dialplan = DialPlan {
-        internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &endpoints, &trunks)?,
-        external: dialplan_rules(&src, "dialplan.external", &raw.dialplan.external, &endpoints, &trunks)?,
+    // Like music on hold: the default folder may be absent, a named one may not.
+    let language = m.language.get_ref();
+    let sounds = match &m.sounds {
+        None => switch::prompts::Sounds::load(Path::new(DEFAULT_SOUNDS), language).ok().map(Arc::new),
+        Some(dir) => Some(Arc::new(
+            switch::prompts::Sounds::load(Path::new(dir.get_ref()), language)
+                .map_err(|e| src.err(dir, "media.sounds", e.to_string()))?,
+        )),
     };
+    let known = acd::Known { endpoints: &endpoints, trunks: &trunks };
+    let (acd, queue_log) = acd::parse(&src, &raw.acd, &raw.agents, &raw.queues, known)?;
+    let queues: Vec<&str> = raw.queues.keys().map(String::as_str).collect();
+    let dialplan = DialPlan {
+        internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &endpoints, &trunks, &queues)?,
+        external: dialplan_rules(&src, "dialplan.external", &raw.dialplan.external, &endpoints, &trunks, &queues)?,
+    };
+    let queue_log = queue_log.map(|file| raw.general.data_dir.join(file));
 
     Ok(Config {
         data_dir: raw.general.data_dir,
@@ -514,12 +542,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 max_contacts,
             },
             dialplan,
+            acd,
         },
         demo_endpoints,
         media,
         music_on_hold,
+        queue_log,
+        sounds,
     })
 }
+
+/// Prompts' folder when `media.sounds` is not set.
+const DEFAULT_SOUNDS: &str = "sounds";
 
 /// Music on hold when `media.music_on_hold` is not set.
 const DEFAULT_MUSIC_ON_HOLD: &str = "sounds/moh.wav";
@@ -727,6 +761,7 @@ fn dialplan_rules(
     raw: &[Spanned<RawRule>],
     endpoints: &HashMap<String, EndpointSettings>,
     trunks: &[TrunkSettings],
+    queues: &[&str],
 ) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::new();
     for (i, spanned) in raw.iter().enumerate() {
@@ -741,6 +776,15 @@ fn dialplan_rules(
         };
         let template = |t: &str| Template::parse(t).map_err(err);
         let destination = match (&r.endpoint, &r.trunk, r.echo, r.hangup) {
+            _ if r.queue.is_some() && (r.endpoint.is_some() || r.trunk.is_some() || r.echo.is_some() || r.hangup.is_some()) => {
+                return Err(err("needs exactly one of endpoint, trunk, queue, echo = true or hangup".into()));
+            }
+            (None, None, None, None) if let Some(name) = &r.queue => {
+                if !queues.contains(&name.as_str()) {
+                    return Err(err(format!("queue \"{name}\" is not a defined queue")));
+                }
+                Destination::Queue(name.clone())
+            }
             (Some(e), None, None, None) => {
                 let t = template(e)?;
                 if let Some(id) = t.literal().filter(|id| !endpoints.contains_key(id)) {
@@ -756,7 +800,7 @@ fn dialplan_rules(
             }
             (None, None, Some(true), None) => Destination::Echo,
             (None, None, None, Some(status)) => Destination::Hangup { status },
-            _ => return Err(err("needs exactly one of endpoint, trunk, echo = true or hangup".into())),
+            _ => return Err(err("needs exactly one of endpoint, trunk, queue, echo = true or hangup".into())),
         };
         if r.number.is_some() && !matches!(destination, Destination::Trunk { .. }) {
             return Err(err("number is only for a trunk destination".into()));
@@ -963,7 +1007,7 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         );
         assert!(err("[[dialplan.external]]\nprefix = \"0\"\ntrunk = \"nowhere\"\n").contains("dialplan.external[0]: trunk \"nowhere\" is not a defined trunk"));
         assert!(err("[[dialplan.internal]]\nexact = \"1\"\nprefix = \"2\"\necho = true\n").contains("needs exactly one of exact, prefix or pattern"));
-        assert!(err("[[dialplan.internal]]\nexact = \"1\"\n").contains("needs exactly one of endpoint, trunk, echo = true or hangup"));
+        assert!(err("[[dialplan.internal]]\nexact = \"1\"\n").contains("needs exactly one of endpoint, trunk, queue, echo = true or hangup"));
         assert!(err("[[dialplan.internal]]\nexact = \"1\"\nendpoint = \"$1\"\n").contains("$1 is used but the match has 0 capture group(s)"));
         assert!(err("[[dialplan.internal]]\npattern = \"(\"\necho = true\n").contains("bad pattern"));
         assert!(err("[[dialplan.internal]]\nexact = \"1\"\nhangup = 200\n").contains("hangup status must be 400-699"));

@@ -110,7 +110,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     );
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
     let cdr_path = cfg.data_dir.join("cdr.jsonl");
-    let (cdr, cdr_writer) = switch::cdr::spawn_writer(&cdr_path);
+    let (cdr, cdr_writer) = switch::records::spawn_writer(&cdr_path, "CDR");
     info!(path = %cdr_path.display(), "CDRs are appended here");
 
     tokio::spawn(log_media_stats(relay.clone()));
@@ -121,6 +121,20 @@ async fn run(mut cfg: Config) -> Result<(), String> {
             core = core.with_music_on_hold(moh);
         }
         None => warn!("no music on hold: held parties hear silence"),
+    }
+    match cfg.sounds {
+        Some(sounds) => {
+            info!(dir = %sounds.dir().display(), language = sounds.lang(), "prompts loaded");
+            core = core.with_sounds(sounds);
+        }
+        None => warn!("no prompts: queue announcements and confirmations are silent"),
+    }
+    let mut queue_log_writer = None;
+    if let Some(path) = &cfg.queue_log {
+        let (sink, writer) = switch::records::spawn_writer(path, "queue log");
+        info!(path = %path.display(), "queue events are appended here");
+        core = core.with_queue_log(sink);
+        queue_log_writer = Some(writer);
     }
     let Some(mut media_reports) = core.take_media_reports() else {
         return Err("media reports already taken".into());
@@ -146,7 +160,11 @@ async fn run(mut cfg: Config) -> Result<(), String> {
                                 transport.send(t.target, t.data);
                             }
                         }
-                        TransportEvent::FlowClosed(flow) => core.handle_flow_closed(flow),
+                        TransportEvent::FlowClosed(flow) => {
+                            for t in core.handle_flow_closed(flow, now) {
+                                transport.send(t.target, t.data);
+                            }
+                        }
                     }
                 }
             }
@@ -180,9 +198,12 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     }
     log_stats(&core, &transport, Instant::now(), &mut logged);
     transport.shutdown();
-    // The last CDRs are written before the process ends.
+    // The last CDRs and queue events are written before the process ends.
     drop(core);
     let _ = cdr_writer.await;
+    if let Some(writer) = queue_log_writer {
+        let _ = writer.await;
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! sits in one ordered set so the core never scans all calls.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -18,7 +19,9 @@ use dialog_layer::dialog::{Dialog, DialogId, PendingAnswer, new_call_id, new_tag
 use dialog_layer::registrar::LocationService;
 use dialog_layer::session_timer::{Refresher, SessionTimer, UasTimer, agreed_as_uac, negotiate_as_uas};
 use dialog_layer::transaction::{ClientTxId, ServerTxId, Transmit, cancel_request, new_branch};
-use media_relay::{BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, MediaEvent, Mode, PayloadMap};
+use media_relay::{
+    BridgeParams, Codec as MediaCodec, Leg, LegHandle, LegParams, MediaEvent, Mode, PayloadMap, Prompt,
+};
 use sip_transport::writer::response_to;
 use sip_transport::{HeaderName, MessageWriter, Method, SipMessage, Target, Transport};
 use tracing::{debug, info, warn};
@@ -32,6 +35,17 @@ use crate::sdp::{
 };
 use crate::settings::{Credentials, Profile};
 use crate::stats::CoreStats;
+
+mod queue;
+
+/// What the switch does with a call it answers itself.
+enum Answered {
+    Echo,
+    Prompt(Option<Arc<Prompt>>),
+}
+
+/// Silence after a prompt before the switch hangs up.
+const PROMPT_TAIL: Duration = Duration::from_millis(500);
 
 /// How long to wait before trying our session refresh again after a 491.
 const RETRY_AFTER_GLARE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -155,6 +169,8 @@ struct OutboundInvite {
     min_se: u32,
     /// Our answer to a trunk's challenge (header name, value).
     authorization: Option<(&'static str, String)>,
+    /// Extra headers (a queue's, for the agent).
+    headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +201,8 @@ struct Fork {
     early: Option<Dialog>,
     /// Final status, for choosing what the caller gets.
     status: Option<u16>,
+    /// The agent a queue offers the caller to with this fork.
+    agent: Option<String>,
 }
 
 /// The caller's re-INVITE or UPDATE being relayed to the other side.
@@ -216,6 +234,9 @@ enum CallState {
     /// The caller has its final response or was hung up on; waiting for forks
     /// to finish (a late 2xx is acknowledged and hung up) or the clean-up deadline.
     Ending,
+    /// Answered by the switch, waiting in a queue (forks ring agents) or for
+    /// the queue's exit destination to answer.
+    Queued,
 }
 
 pub(crate) struct Call {
@@ -252,6 +273,12 @@ pub(crate) struct Call {
     /// Counted in [`CoreStats::one_way_calls`] already.
     had_one_way: bool,
     record: Record,
+    queue: Option<Box<queue::QueueCall>>,
+    /// The endpoints on this call (its caller, the callee who answered), as
+    /// agents' device state counts them.
+    busy_endpoints: Vec<String>,
+    /// Hung up at `deadline` (a feature code's confirmation has played).
+    ends_at_deadline: bool,
 }
 
 /// A blind transfer (RFC 3515): `from` sent REFER and is replaced by whoever
@@ -332,12 +359,18 @@ impl SipCore {
     /// Routes an INVITE through the dial plan.
     pub(super) fn invite(&mut self, req: &Req<'_>, tx: ServerTxId, now: Instant) -> Vec<Transmit> {
         let number = dialled_number(req.msg).unwrap_or_default();
+        if req.profile == Profile::Internal
+            && let Some(status) = self.feature_code(&number)
+        {
+            return self.agent_feature(req, tx, &number, status, now);
+        }
         let (callees, ring_timeout) = match self.settings.dialplan.route(req.profile, &number) {
             None => return self.reply(req, tx, 404, "Not Found", &[], now),
             Some(Route::Hangup { status }) => {
                 return self.reply(req, tx, status, sip_transport::writer::reason_phrase(status), &[], now);
             }
             Some(Route::Echo) => return self.answer_echo(req, tx, &number, now),
+            Some(Route::Queue { name }) => return self.join_queue(req, tx, &number, &name, now),
             Some(Route::Endpoint { id, ring_timeout }) => (Callees::Endpoint(id), ring_timeout),
             Some(Route::Trunk { trunk, number, ring_timeout }) => {
                 (Callees::Trunk { name: trunk, number }, ring_timeout)
@@ -449,6 +482,28 @@ impl SipCore {
     /// The `echo` destination: negotiate the caller's offer, anchor one media leg
     /// in echo mode, answer 200 with our SDP and keep the call until BYE.
     fn answer_echo(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, now: Instant) -> Vec<Transmit> {
+        self.answer_here(req, tx, number, Answered::Echo, now)
+    }
+
+    /// A call the switch answers to play `prompt` (or nothing), then hang up.
+    fn answer_with_prompt(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        number: &str,
+        prompt: Option<Arc<Prompt>>,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        self.answer_here(req, tx, number, Answered::Prompt(prompt), now)
+    }
+
+    /// Answers a call with nobody else on it: negotiate the caller's offer,
+    /// anchor one media leg, answer 200 with our SDP.
+    fn answer_here(&mut self, req: &Req<'_>, tx: ServerTxId, number: &str, what: Answered, now: Instant) -> Vec<Transmit> {
+        let label = match what {
+            Answered::Echo => "echo",
+            Answered::Prompt(_) => "prompt",
+        };
         let prepared = self.caller_offer(req).and_then(|(offer, agreed, timer)| {
             let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
             let leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
@@ -459,7 +514,7 @@ impl SipCore {
         });
         let (offer, params, leg, mut caller) = match prepared {
             Ok(p) => p,
-            Err(refusal) => return self.refuse(req, tx, number, "echo", refusal, now),
+            Err(refusal) => return self.refuse(req, tx, number, label, refusal, now),
         };
         let local_rtp = leg.local_rtp();
         let answer = match &offer {
@@ -476,11 +531,21 @@ impl SipCore {
         let key = self.new_call_key();
         let media = self.media.as_ref().expect("checked").echo(leg, params);
         let control = spawn_media_task(key, caller.dialog.id.call_id.clone(), media, self.media_reports.clone());
-        info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, "echo call answered");
-        let mut call = Call::new(req, caller, number, "echo".into(), CallState::Answered, Media::Running(control));
+        info!(call_id = %caller.dialog.id.call_id, caller = %caller_of(req.msg), number, label, "call answered by the switch");
+        let mut hang_up_at = None;
+        if let Answered::Prompt(prompt) = what {
+            // The prompt plays once (it loops until we hang up), then a breath.
+            hang_up_at = Some(now + prompt.as_ref().map_or(Duration::ZERO, |p| p.duration()) + PROMPT_TAIL);
+            control.send(MediaCommand::SetMode(Mode::Hold { held: Leg::A }));
+            control.send(MediaCommand::Play(Leg::A, prompt));
+        }
+        let mut call = Call::new(req, caller, number, label.into(), CallState::Answered, Media::Running(control));
         call.record.answer = Some(SystemTime::now());
+        call.ends_at_deadline = hang_up_at.is_some();
+        call.deadline = hang_up_at;
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         self.calls.insert(key, call);
+        self.caller_endpoint_busy(key, req, now);
         self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now)
     }
 
@@ -584,7 +649,7 @@ impl SipCore {
         out.extend(self.transactions.respond(tx, trying, now));
 
         let caller_id = CallerId { display, user: from_user };
-        let (forks, sent) = self.send_forks(key, 0, targets, &caller_id, max_forwards, &body, now);
+        let (forks, sent) = self.send_forks(key, 0, targets, &caller_id, max_forwards, &body, &[], now);
         out.extend(sent);
         if forks.is_empty() {
             let refusal = Refusal { header: Some(("Retry-After", "5".into())), ..Refusal::new(503, "Service Unavailable") };
@@ -601,6 +666,7 @@ impl SipCore {
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         self.call_invites.insert(tx, key);
         self.calls.insert(key, call);
+        self.caller_endpoint_busy(key, req, now);
         self.set_deadline(key, Some(ring_until));
         out
     }
@@ -615,6 +681,7 @@ impl SipCore {
         caller_id: &CallerId,
         max_forwards: u8,
         body: &Bytes,
+        headers: &[(&'static str, String)],
         now: Instant,
     ) -> (Vec<Fork>, Vec<Transmit>) {
         let mut forks = Vec::new();
@@ -641,6 +708,7 @@ impl SipCore {
                 session_expires: self.settings.session_timer.session_expires,
                 min_se: self.settings.session_timer.min_se,
                 authorization: None,
+                headers: headers.to_vec(),
             };
             let sent = invite.write(&self.settings.user_agent);
             match self.transactions.send_request(sent.clone(), target, now) {
@@ -659,6 +727,7 @@ impl SipCore {
                         raised_interval: false,
                         early: None,
                         status: None,
+                        agent: None,
                     });
                 }
                 Err(why) => warn!(why, "could not send an INVITE to a callee"),
@@ -724,7 +793,8 @@ impl SipCore {
         }
         let timers = [Some(&call.caller), call.callee.as_ref()].into_iter().flatten().filter_map(|p| p.timer_due);
         let provisional = call.unacked_provisional.as_ref().map(|r| r.next);
-        call.armed = call.deadline.into_iter().chain(timers).chain(provisional).min();
+        let music = call.queue.as_ref().and_then(|q| q.music_resumes);
+        call.armed = call.deadline.into_iter().chain(timers).chain(provisional).chain(music).min();
         if let Some(at) = call.armed {
             self.call_deadlines.insert((at, key));
         }
@@ -752,7 +822,7 @@ impl SipCore {
                     );
                 }
                 CallState::Ending => {
-                    self.remove_call(key);
+                    self.remove_call(key, now);
                     return Vec::new();
                 }
                 CallState::Transferring => {
@@ -760,9 +830,19 @@ impl SipCore {
                     out.extend(self.transfer_failed(key, 480, "Temporarily Unavailable (no answer)", now));
                     return out;
                 }
+                CallState::Queued => {
+                    return self.end_call(key, HangupBy::Switch, "queue exit destination did not answer", now);
+                }
+                CallState::Answered if call.ends_at_deadline => {
+                    return self.end_call(key, HangupBy::Switch, "feature code done", now);
+                }
                 CallState::Answered => {}
             }
         }
+        self.resume_music(key, now);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         if let Some(r) = call.unacked_provisional.as_mut().filter(|r| r.next <= now) {
             if now >= r.give_up {
@@ -913,7 +993,7 @@ impl SipCore {
             return;
         }
         if call.forks.iter().all(|f| f.state == ForkState::Done) {
-            self.remove_call(key);
+            self.remove_call(key, now);
         } else if call.deadline.is_none() {
             self.set_deadline(key, Some(now + self.settings.timers.t1 * 64));
         }
@@ -1088,6 +1168,9 @@ impl SipCore {
             if call.state == CallState::Transferring && i >= call.fork_base && !fork.cancel {
                 return self.transfer_answered(key, i, msg, now);
             }
+            if call.state == CallState::Queued && !fork.cancel {
+                return self.agent_answered(key, i, msg, now);
+            }
             // Another fork won, or the caller has gone: acknowledge and hang up.
             fork.state = ForkState::Done;
             let out = self.ack_and_hang_up(key, i, msg, now);
@@ -1212,6 +1295,9 @@ impl SipCore {
         if call.state == CallState::Transferring && call.forks[call.fork_base..].iter().all(|f| f.state == ForkState::Done) {
             let (code, reason, _) = caller_status(call.forks[call.fork_base..].iter().filter_map(|f| f.status));
             return self.transfer_failed(key, code, reason, now);
+        }
+        if call.state == CallState::Queued {
+            return self.agent_fork_failed(key, i, now);
         }
         self.finish_if_forks_done(key, now);
         Vec::new()
@@ -1383,6 +1469,7 @@ impl SipCore {
         call.state = CallState::Answered;
         call.record.answer = Some(SystemTime::now());
         call.caller.dialog.confirm();
+        let callee_endpoint = call.record.destination.strip_prefix("endpoint:").map(str::to_string);
         // One-way audio during early media is only said once the call is answered.
         for side in [Side::Caller, Side::Callee] {
             if call.one_way[side.index()].is_some() {
@@ -1394,7 +1481,11 @@ impl SipCore {
         for j in others {
             out.extend(self.cancel_fork(key, j, now));
         }
+        if let Some(endpoint) = callee_endpoint {
+            self.endpoint_call_began(key, &endpoint, now);
+        }
         out.extend(self.respond_caller(key, 200, "OK", Some(&caller_sdp), now));
+        out.extend(self.run_acd(now));
         out
     }
 
@@ -1517,7 +1608,7 @@ impl SipCore {
                 .unwrap_or_else(|| "anonymous".into()),
         };
         let first = call.forks.len();
-        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, now);
+        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, &[], now);
         out.extend(sent);
         if forks.is_empty() {
             out.extend(self.notify_transferor(key, side, 503, "Service Unavailable", true, now));
@@ -1742,6 +1833,9 @@ impl SipCore {
         target.touch_timer(now);
         info!(call_id = %call.record.call_id, "call transferred");
         let transferor = self.swap_in(key, side, target);
+        if side == Side::Callee {
+            out.extend(self.agent_transferred_away(key, now));
+        }
         self.set_deadline(key, None);
         out.extend(self.cancel_transfer_forks_except(key, i, now));
         if let Some(mut transferor) = transferor.filter(|_| !transfer.transferor_gone) {
@@ -2038,8 +2132,9 @@ impl SipCore {
         }
         info!(call_id = %call.record.call_id, by = ?by, reason, "call ended");
         out.extend(self.cancel_transfer_forks(key, now));
+        out.extend(self.queue_call_ends(key, by, now));
         self.write_cdr(key, Disposition::Answered, 200, "OK", by);
-        self.remove_call(key);
+        self.remove_call(key, now);
         out
     }
 
@@ -2048,10 +2143,13 @@ impl SipCore {
         let Some(call) = self.calls.get_mut(&key) else {
             return Vec::new();
         };
-        if call.state != CallState::Answered {
+        if !matches!(call.state, CallState::Answered | CallState::Queued) {
             return self.fail_caller(key, 503, "Service Unavailable", Disposition::Failed, by, now);
         }
-        let mut out = Vec::new();
+        let mut out = self.queue_call_ends(key, by, now);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return out;
+        };
         for side in [Side::Caller, Side::Callee] {
             if let Some(party) = call.party_mut(side) {
                 out.extend(send_bye(&mut self.transactions, party, (TEMPORARY_FAILURE, reason), now));
@@ -2059,7 +2157,7 @@ impl SipCore {
         }
         warn!(call_id = %call.record.call_id, reason, "call ended by the switch");
         self.write_cdr(key, Disposition::Answered, 200, "OK", by);
-        self.remove_call(key);
+        self.remove_call(key, now);
         out
     }
 
@@ -2153,11 +2251,14 @@ impl SipCore {
     }
 
     /// Forgets a call and everything that points at it; its media stops.
-    fn remove_call(&mut self, key: CallKey) {
+    fn remove_call(&mut self, key: CallKey, now: Instant) {
         self.set_deadline(key, None);
         let Some(call) = self.calls.remove(&key) else {
             return;
         };
+        for endpoint in &call.busy_endpoints {
+            self.endpoint_call_ended(endpoint, now);
+        }
         for party in [Some(&call.caller), call.callee.as_ref()].into_iter().flatten() {
             self.call_dialogs.remove(&party.dialog.id);
             self.pending_answers.remove(&party.dialog.id);
@@ -2243,6 +2344,9 @@ impl Call {
             fork_base: 0,
             one_way: [None; 2],
             had_one_way: false,
+            queue: None,
+            busy_endpoints: Vec::new(),
+            ends_at_deadline: false,
             record: Record {
                 call_id: req.msg.call_id().unwrap_or_default().to_string(),
                 caller: caller_of(req.msg),
@@ -2409,6 +2513,9 @@ impl OutboundInvite {
         w.header("Min-SE", self.min_se);
         w.header("User-Agent", user_agent);
         if let Some((name, value)) = &self.authorization {
+            w.header(name, value);
+        }
+        for (name, value) in &self.headers {
             w.header(name, value);
         }
         w.finish(Some("application/sdp"), &self.body)

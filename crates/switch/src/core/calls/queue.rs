@@ -1,0 +1,562 @@
+//! Queue calls: the switch's side of the ACD. The engine (`acd-engine`) decides
+//! whom to offer a caller to and when; this module carries its decisions out
+//! in SIP and media and tells it what happened.
+//!
+//! A queued caller is answered by the switch (its relay leg A hears music on
+//! hold), and its call keeps a second relay leg B for the agent. Each offer is
+//! a fork: one INVITE per registered contact of the agent, on leg B, with the
+//! caller's codec and headers that name the queue, the caller and the wait.
+//! The first agent to answer becomes the call's callee and the legs are
+//! bridged; from then on it is an ordinary answered call (hold, transfer,
+//! session timers), and when it ends the engine starts the agent's wrap-up.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use acd_engine::{
+    Action, AgentStatus, CallId, CallerInfo, DeviceState, EndedBy, ExitReason, JoinRefused, LeaveReason, OfferResult,
+};
+use bytes::Bytes;
+use dialog_layer::dialog::Dialog;
+use dialog_layer::registrar::LocationService;
+use dialog_layer::transaction::{ServerTxId, Transmit};
+use media_relay::{BridgeParams, Leg, LegParams, Mode};
+use sip_transport::SipMessage;
+use tracing::{debug, info, warn};
+
+use super::{Call, CallState, CallerId, Callees, ForkState, Media, Refusal, Side, caller_of, leg_params};
+use crate::cdr::HangupBy;
+use crate::core::{Req, SipCore};
+use crate::media::{CallKey, MediaCommand, spawn_media_task};
+use crate::sdp::{Direction, LocalSession, SdpSession, read_answer};
+use crate::settings::{Profile, QueueExit};
+
+/// Headers on an agent's INVITE, for a softphone or CRM to show the caller.
+const HEADER_QUEUE: &str = "X-Tandem-Queue";
+const HEADER_CALLER: &str = "X-Tandem-Caller";
+const HEADER_WAIT: &str = "X-Tandem-Wait";
+const HEADER_CALL_REF: &str = "X-Tandem-Call-Ref";
+
+/// The queue side of a call, while it waits and once an agent has it.
+pub(super) struct QueueCall {
+    pub(super) name: String,
+    /// As agents see it.
+    caller_number: String,
+    /// Our SDP towards agents, on relay leg B, and the offer each agent gets.
+    agent_sdp: LocalSession,
+    agent_offer: SdpSession,
+    agent_rtp: SocketAddr,
+    /// The agent who answered.
+    pub(super) agent: Option<String>,
+    /// The caller is waiting in the engine (not yet connected, not sent on).
+    pub(super) waiting: bool,
+    /// An announcement plays; music on hold comes back then.
+    pub(super) music_resumes: Option<Instant>,
+}
+
+impl SipCore {
+    /// A call for a queue: the caller is answered, hears music, and waits for
+    /// the engine to offer it to an agent.
+    pub(in crate::core) fn join_queue(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        number: &str,
+        name: &str,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let destination = format!("queue:{name}");
+        let prepared = self.caller_offer(req).and_then(|(offer, agreed, timer)| {
+            let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
+            let caller_leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
+            let agent_leg = self.allocate_leg(false)?;
+            let caller = self
+                .caller_party(req, agreed, timer, caller_leg.local_rtp())
+                .map_err(|why| Refusal::new(400, &format!("Bad Request ({why})")))?;
+            Ok((offer, params, caller_leg, agent_leg, caller))
+        });
+        let (offer, params, caller_leg, agent_leg, mut caller) = match prepared {
+            Ok(p) => p,
+            Err(refusal) => return self.refuse(req, tx, number, &destination, refusal, now),
+        };
+        let key = self.new_call_key();
+        let caller_number = caller_of(req.msg);
+        if let Err(refused) = self.acd.caller_join(CallId(key), name, CallerInfo::default(), now) {
+            let settings = self.settings.acd.queues.get(name);
+            let exit = match refused {
+                JoinRefused::Full(_) => settings.map(|s| s.overflow.clone()),
+                JoinRefused::Empty(_) => settings.map(|s| s.when_empty.clone()),
+                JoinRefused::UnknownQueue(_) | JoinRefused::AlreadyQueued(_) => None,
+            };
+            info!(queue = name, %refused, ?exit, "a caller could not join the queue");
+            let refusal = match refused {
+                JoinRefused::Full(_) => Refusal::new(486, "Busy Here (queue full)"),
+                JoinRefused::Empty(_) => Refusal::new(480, "Temporarily Unavailable (no agents)"),
+                JoinRefused::UnknownQueue(_) | JoinRefused::AlreadyQueued(_) => Refusal::new(404, "Not Found (no such queue)"),
+            };
+            // Not answered yet: a destination other than hang-up takes the call as it is.
+            let mut out = Vec::new();
+            match exit {
+                Some(QueueExit::Queue(other)) if other != name => return self.join_queue(req, tx, number, &other, now),
+                Some(QueueExit::Endpoint(id)) => {
+                    out.extend(self.start_call(req, tx, number, Callees::Endpoint(id), now + EXIT_RING, now));
+                }
+                Some(QueueExit::Trunk { trunk, number: dial }) => {
+                    let callees = Callees::Trunk { name: trunk, number: dial };
+                    out.extend(self.start_call(req, tx, number, callees, now + EXIT_RING, now));
+                }
+                _ => out.extend(self.refuse(req, tx, number, &destination, refusal, now)),
+            }
+            out.extend(self.run_acd(now));
+            return out;
+        }
+
+        let local_rtp = caller_leg.local_rtp();
+        let answer = match &offer {
+            Some(offer) => caller.sdp.answer(offer, &caller.agreed, local_rtp),
+            None => {
+                let ours = caller.sdp.offer(local_rtp, &caller.agreed.audio);
+                caller.awaiting_answer = Some(ours.clone());
+                ours
+            }
+        }
+        .to_string();
+        caller.remote_offer = offer;
+        caller.dialog.confirm();
+        // Agents are offered the caller's codec: the relay does not transcode.
+        let mut audio = caller.agreed.audio.clone();
+        audio.codecs.truncate(1);
+        audio.direction = Direction::SendRecv;
+        audio.rtcp_mux = false;
+        let agent_rtp = agent_leg.local_rtp();
+        let mut agent_sdp = LocalSession::new(rand::random(), agent_rtp.ip());
+        let agent_offer = agent_sdp.offer(agent_rtp, &audio);
+
+        let relay = self.media.as_ref().expect("checked by caller_offer");
+        let media = relay.bridge(caller_leg, agent_leg, BridgeParams { a: params, b: LegParams::default() });
+        let control = spawn_media_task(key, caller.dialog.id.call_id.clone(), media, self.media_reports.clone());
+        control.send(MediaCommand::SetMode(Mode::Hold { held: Leg::A }));
+        control.send(MediaCommand::Play(Leg::A, self.music_on_hold.clone()));
+        info!(call_id = %caller.dialog.id.call_id, caller = %caller_number, number, queue = name, "caller queued");
+
+        let mut call = Call::new(req, caller, number, destination, CallState::Queued, Media::Running(control));
+        call.record.answer = Some(SystemTime::now());
+        call.queue = Some(Box::new(QueueCall {
+            name: name.to_string(),
+            caller_number,
+            agent_sdp,
+            agent_offer,
+            agent_rtp,
+            agent: None,
+            waiting: true,
+            music_resumes: None,
+        }));
+        self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
+        self.calls.insert(key, call);
+        self.caller_endpoint_busy(key, req, now);
+        let mut out = self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now);
+        out.extend(self.run_acd(now));
+        out
+    }
+
+    /// Carries out what the engine decided, until it has nothing more to say.
+    pub(in crate::core) fn run_acd(&mut self, now: Instant) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        while let Some(action) = self.acd.poll_action() {
+            match action {
+                Action::Offer { call, agent, queue, waited, .. } => {
+                    out.extend(self.offer_to_agent(call.0, &agent, &queue, waited, now));
+                }
+                Action::CancelOffer { call, agent } => out.extend(self.withdraw_offer(call.0, &agent, now)),
+                Action::Exit { call, queue, reason } => out.extend(self.exit_queue(call.0, &queue, reason, now)),
+                Action::Announce { call, position, estimated_wait, .. } => {
+                    self.announce(call.0, position, estimated_wait, now);
+                }
+                Action::AskRouter { call, .. } => {
+                    // No routing service is wired yet: the engine's fallback decides.
+                    self.acd.router_answer(call, None, now);
+                }
+                Action::Event(event) => self.queue_log(&event, now),
+            }
+        }
+        out
+    }
+
+    /// Rings an agent for a queued caller: one INVITE per registered contact.
+    fn offer_to_agent(&mut self, key: CallKey, agent: &str, queue: &str, waited: Duration, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key).filter(|c| c.state == CallState::Queued) else {
+            // The call is gone or connected; the engine hears of it on its own.
+            return Vec::new();
+        };
+        let targets = match self.callee_targets(&Callees::Endpoint(agent.to_string()), now) {
+            Ok(t) => t,
+            Err((code, reason)) => {
+                debug!(agent, code, reason, "an agent cannot be offered a call");
+                self.acd.offer_result(CallId(key), agent, OfferResult::Failed, now);
+                return Vec::new();
+            }
+        };
+        let q = call.queue.as_ref().expect("a queued call");
+        let body = Bytes::from(q.agent_offer.to_string());
+        let headers = vec![
+            (HEADER_QUEUE, queue.to_string()),
+            (HEADER_CALLER, q.caller_number.clone()),
+            (HEADER_WAIT, waited.as_secs().to_string()),
+            (HEADER_CALL_REF, call.record.call_id.clone()),
+        ];
+        let identity = sip_transport::header::NameAddr::parse(&call.caller.dialog.remote_party).ok();
+        let caller_id = CallerId {
+            display: identity.as_ref().and_then(|n| n.display.map(str::to_string)),
+            user: q.caller_number.clone(),
+        };
+        let first = call.forks.len();
+        let call_id = call.record.call_id.clone();
+        let (mut forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, &headers, now);
+        if forks.is_empty() {
+            self.acd.offer_result(CallId(key), agent, OfferResult::Failed, now);
+            return sent;
+        }
+        for fork in &mut forks {
+            fork.agent = Some(agent.to_string());
+        }
+        info!(call_id, queue, agent, contacts = forks.len(), "offering the caller to an agent");
+        self.calls.get_mut(&key).expect("looked up").forks.extend(forks);
+        sent
+    }
+
+    /// Stops ringing an agent (ring timeout, or another agent answered).
+    fn withdraw_offer(&mut self, key: CallKey, agent: &str, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else { return Vec::new() };
+        let ringing: Vec<usize> = (0..call.forks.len())
+            .filter(|&i| call.forks[i].agent.as_deref() == Some(agent) && call.forks[i].state != ForkState::Done)
+            .collect();
+        ringing.into_iter().flat_map(|i| self.cancel_fork(key, i, now)).collect()
+    }
+
+    /// An agent's 2xx: the agent takes the callee's place and the legs are bridged.
+    pub(super) fn agent_answered(&mut self, key: CallKey, i: usize, msg: &SipMessage, now: Instant) -> Vec<Transmit> {
+        let call = self.calls.get_mut(&key).expect("a fork's call");
+        let q = call.queue.as_mut().expect("a queued call");
+        let fork = &mut call.forks[i];
+        fork.state = ForkState::Done;
+        // An exit destination's fork has no agent: the engine is not told.
+        let agent = fork.agent.clone();
+        let agreed = SdpSession::parse(msg.body())
+            .map_err(|e| e.to_string())
+            .and_then(|answer| read_answer(&q.agent_offer, &answer).map_err(|e| e.0));
+        let dialog = SipMessage::parse(fork.sent.clone())
+            .ok()
+            .and_then(|invite| Dialog::as_uac(&invite, msg, &fork.invite.contact).ok());
+        let (Ok(agreed), Some(dialog)) = (agreed, dialog) else {
+            warn!(?agent, "an agent's answer is not usable");
+            let mut out = self.ack_and_hang_up(key, i, msg, now);
+            if let Some(agent) = &agent {
+                self.acd.offer_result(CallId(key), agent, OfferResult::Failed, now);
+            }
+            out.extend(self.run_acd(now));
+            out.extend(self.exit_fork_failed(key, now));
+            return out;
+        };
+        let params = leg_params(&agreed);
+        let (mut party, ack) = fork.answered(dialog, msg, (q.agent_sdp.clone(), q.agent_rtp, agreed), Profile::Internal);
+        party.touch_timer(now);
+        q.agent = agent.clone();
+        q.waiting = false;
+        q.music_resumes = None;
+        info!(call_id = %call.record.call_id, queue = %q.name, ?agent, "agent answered");
+        self.call_dialogs.insert(party.dialog.id.clone(), (key, Side::Callee));
+        call.callee = Some(party);
+        call.state = CallState::Answered;
+        if let Some(Media::Running(control)) = &call.media {
+            if let Ok(params) = params {
+                control.send(MediaCommand::UpdateLeg(Leg::B, params));
+            }
+            control.send(MediaCommand::SetMode(Mode::Bridge));
+            control.send(MediaCommand::Play(Leg::A, None));
+        }
+        let others: Vec<usize> = (0..call.forks.len()).filter(|&j| j != i).collect();
+        let mut out = vec![ack];
+        for j in others {
+            out.extend(self.cancel_fork(key, j, now));
+        }
+        self.set_deadline(key, None);
+        if let Some(agent) = &agent {
+            self.acd.offer_result(CallId(key), agent, OfferResult::Answered, now);
+        }
+        out.extend(self.run_acd(now));
+        out
+    }
+
+    /// A fork to an agent ended without an answer. Once every contact of that
+    /// agent has, the engine hears why (unless we withdrew the offer ourselves).
+    pub(super) fn agent_fork_failed(&mut self, key: CallKey, i: usize, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else { return Vec::new() };
+        let Some(agent) = call.forks.get(i).and_then(|f| f.agent.clone()) else {
+            return self.exit_fork_failed(key, now);
+        };
+        let theirs: Vec<_> = call.forks.iter().filter(|f| f.agent.as_deref() == Some(agent.as_str())).collect();
+        // Only the latest offer to this agent counts (an earlier one ended long ago).
+        let latest = theirs.iter().rev().take_while(|f| !f.cancel || f.state != ForkState::Done).count().max(1);
+        let current = &theirs[theirs.len() - latest..];
+        if current.iter().any(|f| f.state != ForkState::Done) || current.iter().all(|f| f.cancel) {
+            return Vec::new();
+        }
+        let statuses: Vec<u16> = current.iter().filter_map(|f| f.status).collect();
+        let result = if statuses.iter().any(|s| matches!(s, 486 | 600)) {
+            OfferResult::Busy
+        } else if statuses.iter().any(|s| matches!(s, 603)) {
+            OfferResult::Rejected
+        } else if statuses.iter().any(|s| matches!(s, 408 | 480 | 487)) {
+            OfferResult::NoAnswer
+        } else {
+            OfferResult::Failed
+        };
+        debug!(call_id = %call.record.call_id, agent, ?statuses, ?result, "an agent did not take the call");
+        self.acd.offer_result(CallId(key), &agent, result, now);
+        self.run_acd(now)
+    }
+
+    /// The engine sends a caller away: after the maximum wait, or because the
+    /// queue has no agents left, or was removed from the configuration.
+    fn exit_queue(&mut self, key: CallKey, queue: &str, reason: ExitReason, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key).filter(|c| c.state == CallState::Queued) else {
+            return Vec::new();
+        };
+        if let Some(q) = call.queue.as_mut() {
+            q.waiting = false;
+        }
+        let settings = self.settings.acd.queues.get(queue);
+        let exit = match reason {
+            ExitReason::MaxWait => settings.map(|s| s.overflow.clone()),
+            ExitReason::Empty => settings.map(|s| s.when_empty.clone()),
+            _ => None,
+        }
+        .unwrap_or(QueueExit::Hangup);
+        info!(call_id = %call.record.call_id, queue, ?reason, ?exit, "caller leaves the queue");
+        let mut out = self.withdraw_all_offers(key, now);
+        let callees = match exit {
+            QueueExit::Hangup => {
+                out.extend(self.end_call(key, HangupBy::Switch, "queue exit", now));
+                return out;
+            }
+            QueueExit::Queue(other) => {
+                if self.acd.caller_join(CallId(key), &other, CallerInfo::default(), now).is_ok() {
+                    if let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) {
+                        q.name = other;
+                        q.waiting = true;
+                    }
+                    out.extend(self.run_acd(now));
+                } else {
+                    out.extend(self.end_call(key, HangupBy::Switch, "overflow queue refused the caller", now));
+                }
+                return out;
+            }
+            QueueExit::Endpoint(id) => Callees::Endpoint(id),
+            QueueExit::Trunk { trunk, number } => Callees::Trunk { name: trunk, number },
+        };
+        out.extend(self.ring_exit(key, callees, now));
+        out
+    }
+
+    /// Sends a queued caller on to an endpoint or trunk: they ring like an
+    /// agent would (the caller keeps hearing music), without the engine.
+    fn ring_exit(&mut self, key: CallKey, callees: Callees, now: Instant) -> Vec<Transmit> {
+        let targets = match self.callee_targets(&callees, now) {
+            Ok(t) => t,
+            Err((code, reason)) => {
+                info!(code, reason, "the queue's exit destination cannot ring");
+                return self.end_call(key, HangupBy::Switch, "queue exit destination unavailable", now);
+            }
+        };
+        let call = &self.calls[&key];
+        let q = call.queue.as_ref().expect("a queued call");
+        let body = Bytes::from(q.agent_offer.to_string());
+        let caller_id = CallerId { display: None, user: q.caller_number.clone() };
+        let first = call.forks.len();
+        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, &[], now);
+        if forks.is_empty() {
+            let mut out = sent;
+            out.extend(self.end_call(key, HangupBy::Switch, "queue exit destination unavailable", now));
+            return out;
+        }
+        self.calls.get_mut(&key).expect("looked up").forks.extend(forks);
+        self.set_deadline(key, Some(now + EXIT_RING));
+        sent
+    }
+
+    /// The exit destination did not answer: the call ends.
+    fn exit_fork_failed(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else { return Vec::new() };
+        let sent_on = call.queue.as_ref().is_some_and(|q| !q.waiting && q.agent.is_none());
+        if call.state != CallState::Queued || !sent_on || call.forks.iter().any(|f| f.state != ForkState::Done) {
+            return Vec::new();
+        }
+        self.end_call(key, HangupBy::Switch, "queue exit destination did not answer", now)
+    }
+
+    fn withdraw_all_offers(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get(&key) else { return Vec::new() };
+        (0..call.forks.len()).collect::<Vec<_>>().into_iter().flat_map(|i| self.cancel_fork(key, i, now)).collect()
+    }
+
+    /// A queue call is ending (`by` hung up): the engine forgets the caller, or
+    /// starts the agent's wrap-up; offers still ringing are withdrawn.
+    pub(super) fn queue_call_ends(&mut self, key: CallKey, by: HangupBy, now: Instant) -> Vec<Transmit> {
+        let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) else { return Vec::new() };
+        let (waiting, connected) = (q.waiting, q.agent.is_some());
+        q.waiting = false;
+        let mut out = self.withdraw_all_offers(key, now);
+        if waiting {
+            self.acd.caller_leave(CallId(key), LeaveReason::Abandon, now);
+        } else if connected {
+            let by = if by == HangupBy::Callee { EndedBy::Agent } else { EndedBy::Caller };
+            self.acd.call_ended(CallId(key), by, now);
+        }
+        out.extend(self.run_acd(now));
+        out
+    }
+
+    /// The agent left the call by transferring the caller on: for the queue,
+    /// the agent's call is over.
+    pub(super) fn agent_transferred_away(&mut self, key: CallKey, now: Instant) -> Vec<Transmit> {
+        let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) else { return Vec::new() };
+        if q.agent.take().is_none() {
+            return Vec::new();
+        }
+        self.acd.call_ended(CallId(key), EndedBy::Agent, now);
+        self.run_acd(now)
+    }
+
+    /// Plays the engine's announcement to a waiting caller; music comes back after it.
+    fn announce(&mut self, key: CallKey, position: usize, wait: Option<Duration>, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key).filter(|c| c.state == CallState::Queued) else { return };
+        let Some(q) = call.queue.as_mut() else { return };
+        let Some(sounds) = &self.sounds else { return };
+        let settings = self.settings.acd.queues.get(&q.name).cloned().unwrap_or_default();
+        let parts = crate::prompts::queue_announcement(
+            settings.announce_position.then_some(position),
+            wait.filter(|_| settings.announce_wait),
+        );
+        let prompt = match sounds.say(&parts) {
+            Ok(p) => p,
+            Err(error) => {
+                warn!(%error, "cannot compose a queue announcement");
+                return;
+            }
+        };
+        q.music_resumes = Some(now + prompt.duration());
+        if let Some(Media::Running(control)) = &call.media {
+            control.send(MediaCommand::Play(Leg::A, Some(prompt)));
+        }
+        self.rearm(key);
+    }
+
+    /// An announcement is over: back to music.
+    pub(super) fn resume_music(&mut self, key: CallKey, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(q) = call.queue.as_mut() else { return };
+        if q.music_resumes.is_none_or(|at| at > now) {
+            return;
+        }
+        q.music_resumes = None;
+        if call.state == CallState::Queued
+            && let Some(Media::Running(control)) = &call.media
+        {
+            control.send(MediaCommand::Play(Leg::A, self.music_on_hold.clone()));
+        }
+    }
+
+    fn queue_log(&mut self, event: &acd_engine::QueueEvent, now: Instant) {
+        debug!(?event, "queue event");
+        if let Some(sink) = &self.queue_log {
+            let call_id = event.call.and_then(|c| self.calls.get(&c.0)).map(|c| c.record.call_id.clone());
+            sink.send(crate::queue_log::QueueLogLine::new(event, call_id, now));
+        }
+    }
+}
+
+/// How long a queue's exit destination (an endpoint or a trunk) may ring.
+const EXIT_RING: Duration = Duration::from_secs(30);
+
+/// Agents' phones: the engine offers only agents whose phone is registered and
+/// not on another call (unless the queue rings agents in use).
+impl SipCore {
+    /// Tells the engine if what it knows of `endpoint`'s phone changed.
+    pub(in crate::core) fn update_device(&mut self, endpoint: &str, now: Instant) {
+        if self.acd.agent_view(endpoint).is_none() {
+            return;
+        }
+        let device = DeviceState {
+            registered: !self.registrar.location().bindings(endpoint, now).is_empty(),
+            busy: self.endpoint_calls.get(endpoint).is_some_and(|&n| n > 0),
+        };
+        if self.devices.get(endpoint) != Some(&device) {
+            self.devices.insert(endpoint.to_string(), device);
+            self.acd.device_state(endpoint, device, now);
+        }
+    }
+
+    /// The caller of a new call is one of our endpoints: it is busy.
+    pub(super) fn caller_endpoint_busy(&mut self, key: CallKey, req: &Req<'_>, now: Instant) {
+        let caller = caller_of(req.msg);
+        if req.profile == Profile::Internal && self.settings.endpoints.contains_key(&caller) {
+            self.endpoint_call_began(key, &caller, now);
+        }
+    }
+
+    pub(super) fn endpoint_call_began(&mut self, key: CallKey, endpoint: &str, now: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.busy_endpoints.push(endpoint.to_string());
+        *self.endpoint_calls.entry(endpoint.to_string()).or_default() += 1;
+        self.update_device(endpoint, now);
+    }
+
+    pub(super) fn endpoint_call_ended(&mut self, endpoint: &str, now: Instant) {
+        if let Some(n) = self.endpoint_calls.get_mut(endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.endpoint_calls.remove(endpoint);
+            }
+        }
+        self.update_device(endpoint, now);
+    }
+
+    /// The feature code an agent dialled, if `number` is one.
+    pub(in crate::core) fn feature_code(&self, number: &str) -> Option<AgentStatus> {
+        let codes = &self.settings.acd.feature_codes;
+        match number {
+            n if n == codes.login || n == codes.unpause => Some(AgentStatus::Available),
+            n if n == codes.logout => Some(AgentStatus::LoggedOut),
+            n if n == codes.pause => Some(AgentStatus::OnBreak("paused by phone".into())),
+            _ => None,
+        }
+    }
+
+    /// An agent dialled a feature code: their status changes, and they hear it
+    /// confirmed before the switch hangs up.
+    pub(in crate::core) fn agent_feature(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        number: &str,
+        status: AgentStatus,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let agent = caller_of(req.msg);
+        let codes = &self.settings.acd.feature_codes;
+        let confirmation = match &status {
+            AgentStatus::LoggedOut => "agent-logged-out",
+            AgentStatus::OnBreak(_) => "agent-paused",
+            AgentStatus::Available if number == codes.unpause => "agent-unpaused",
+            AgentStatus::Available => "agent-logged-in",
+        };
+        if self.acd.set_status(&agent, status.clone(), now).is_err() {
+            return self.reply(req, tx, 404, "Not Found (not an agent of any queue)", &[], now);
+        }
+        info!(agent, ?status, "agent status set by feature code");
+        let prompt = self.sounds.as_ref().and_then(|s| s.get(confirmation));
+        let mut out = self.answer_with_prompt(req, tx, number, prompt, now);
+        out.extend(self.run_acd(now));
+        out
+    }
+}

@@ -1,0 +1,154 @@
+//! ACD queues through the real binary: SIPp callers dial 5000 from the trunk
+//! side, SIPp agents registered as 1001-1003 answer (or not). Each test checks
+//! what the peers saw and what the queue log says. Everything runs on
+//! loopback; every wait is bounded.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::{Bench, Sipp, free_port};
+use serde_json::Value;
+
+/// The relay's ports for these tests.
+const MEDIA: &str = "[media]\nport_min = 38000\nport_max = 38999\n";
+
+/// Agents 1001-1005, callers from loopback on the trunk side, and 5000 on
+/// the trunk side dialling the queue `support`, configured by `queue` (TOML
+/// keys of `[queues.support]`), plus `extra` TOML.
+fn config(queue: &str, extra: &str) -> String {
+    let endpoints: String = (1001..=1005).map(|n| format!("{n} = {{ password = \"demo{n}\" }}\n")).collect();
+    format!(
+        "[endpoints]\n{endpoints}[trunks.callers]\nnetworks = [\"127.0.0.0/8\"]\n{MEDIA}\
+         [queues.support]\n{queue}\n{extra}\n\
+         [[dialplan.external]]\nexact = \"5000\"\nqueue = \"support\"\n"
+    )
+}
+
+/// The switch's trunk-side UDP address.
+fn trunk_side(bench: &Bench) -> std::net::SocketAddr {
+    bench.switch.addr("external", "udp", false)
+}
+
+/// `calls` callers dialling 5000 at `rate` per second, each hanging up after
+/// `hold_ms` (waiting included).
+fn callers(bench: &Bench, name: &str, calls: u32, rate: u32, hold_ms: u32, rtp_port: u16) -> Sipp {
+    let (calls, rate, hold, rtp) = (calls.to_string(), rate.to_string(), hold_ms.to_string(), rtp_port.to_string());
+    let args = ["-s", "5000", "-m", &calls, "-r", &rate, "-d", &hold, "-key", "rtp_port", &rtp];
+    Sipp::spawn(&bench.dir, name, "queue_caller.xml", trunk_side(bench), free_port(), &args)
+}
+
+/// `calls` callers dialling 5000 at `rate` per second, each staying until the agent hangs up.
+fn served_callers(bench: &Bench, name: &str, calls: u32, rate: u32) -> Sipp {
+    let (calls, rate, rtp) = (calls.to_string(), rate.to_string(), free_port().to_string());
+    let args = ["-s", "5000", "-m", &calls, "-r", &rate, "-key", "rtp_port", &rtp];
+    Sipp::spawn(&bench.dir, name, "queue_caller_served.xml", trunk_side(bench), free_port(), &args)
+}
+
+/// An agent's phone registered as `user`, answering up to `calls` offers and
+/// hanging up after `talk_ms`.
+fn agent(bench: &Bench, user: &str, calls: u32, talk_ms: u32) -> Sipp {
+    let (calls, talk, rtp) = (calls.to_string(), talk_ms.to_string(), free_port().to_string());
+    bench.phone(user, &format!("agent{user}"), "queue_agent.xml", &["-m", &calls, "-d", &talk, "-key", "rtp_port", &rtp])
+}
+
+/// The queue log's events so far.
+fn queue_log(bench: &Bench) -> Vec<Value> {
+    let text = std::fs::read_to_string(bench.switch.dir.join("data/queue_log.jsonl")).unwrap_or_default();
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).expect("a queue log line is JSON"))
+        .collect()
+}
+
+/// Waits up to `wait` for `count` queue log events named `event`.
+fn wait_events(bench: &Bench, event: &str, count: usize, wait: Duration) -> Vec<Value> {
+    let end = Instant::now() + wait;
+    loop {
+        let found: Vec<Value> = queue_log(bench).into_iter().filter(|e| e["event"] == event).collect();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(Instant::now() < end, "{count} \"{event}\" events expected, the queue log has:\n{:#?}", queue_log(bench));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many offers each agent's phone logged.
+fn offers(agent: &Sipp) -> usize {
+    agent.log_lines().iter().filter(|l| l.starts_with("offered queue=support ")).count()
+}
+
+// ---- tests ----
+
+#[test]
+fn round_robin_spreads_a_burst_of_callers_evenly_and_agents_see_who_calls() {
+    let bench = Bench::start("queue-rr", &config("strategy = \"round-robin\"\nmembers = [\"1001\", \"1002\", \"1003\"]", ""));
+    let mut agents: Vec<Sipp> = ["1001", "1002", "1003"].iter().map(|a| agent(&bench, a, 2, 1000)).collect();
+    let mut burst = served_callers(&bench, "callers", 6, 10);
+    burst.succeeds();
+    for a in &mut agents {
+        a.succeeds();
+    }
+    let counts: Vec<usize> = agents.iter().map(offers).collect();
+    assert_eq!(counts, [2, 2, 2], "six callers, three agents, round robin: two each");
+    // The INVITE to an agent names the queue, the caller and the call.
+    let line = agents[0].log_lines().into_iter().find(|l| l.starts_with("offered")).unwrap();
+    assert!(line.contains("caller=+15550100"), "{line}");
+    assert!(!line.ends_with("ref="), "{line}");
+    let connects = wait_events(&bench, "connect", 6, Duration::from_secs(5));
+    let mut per_agent: HashMap<String, usize> = HashMap::new();
+    for c in &connects {
+        *per_agent.entry(c["agent"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_agent.len(), 3, "{connects:?}");
+    wait_events(&bench, "complete", 6, Duration::from_secs(5));
+}
+
+#[test]
+fn ring_all_rings_every_agent_and_cancels_the_others_when_one_answers() {
+    let bench = Bench::start("queue-ringall", &config("strategy = \"ring-all\"\nmembers = [\"1001\", \"1002\", \"1003\"]", ""));
+    let mut answering = agent(&bench, "1001", 1, 1000);
+    let mut ringing: Vec<Sipp> = ["1002", "1003"]
+        .iter()
+        .map(|a| bench.phone(a, &format!("ringing{a}"), "queue_agent_no_answer.xml", &[]))
+        .collect();
+    let mut caller = served_callers(&bench, "caller", 1, 1);
+    caller.succeeds();
+    answering.succeeds();
+    for r in &mut ringing {
+        // Each rang, then got the CANCEL once 1001 answered.
+        r.succeeds();
+        assert_eq!(r.log_lines(), ["rang"]);
+    }
+    let connect = &wait_events(&bench, "connect", 1, Duration::from_secs(5))[0];
+    assert_eq!(connect["agent"], "1001");
+}
+
+#[test]
+fn a_waiting_caller_hears_music_on_hold_and_counts_as_abandoned_when_it_hangs_up() {
+    // No agent is registered: the caller waits, hears music, and gives up.
+    let bench = Bench::start("queue-moh", &config("members = [\"1001\"]", ""));
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let port = media.local_addr().unwrap().port();
+    let mut caller = callers(&bench, "caller", 1, 1, 3000, port);
+    let relay = caller.relay_port();
+    // Music is sent to the caller's SDP address; count what arrives from the relay.
+    let (mut packets, end) = (0, Instant::now() + Duration::from_secs(2));
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if let Ok((n, from)) = media.recv_from(&mut buf) {
+            if from == relay && n == 12 + 160 && buf[1] & 0x7f == 0 {
+                packets += 1;
+            }
+        }
+    }
+    assert!(packets >= 60, "about 50 packets a second of PCMU music on hold, got {packets} in 2 s");
+    caller.succeeds();
+    let abandon = &wait_events(&bench, "abandon", 1, Duration::from_secs(5))[0];
+    assert_eq!(abandon["queue"], "support");
+    assert!(abandon["wait_s"].as_f64().unwrap() >= 2.5, "{abandon}");
+}
