@@ -716,6 +716,12 @@ impl Engine {
                 at = at.checked_add(every).unwrap_or(now + Duration::from_secs(86_400));
             }
             caller.next_announce = Some(at);
+            // While an agent's phone rings, the caller is about to be connected: an
+            // announcement now would only be cut off. The cadence goes on.
+            if caller.phase == Phase::Ringing {
+                self.schedule_caller(call, now);
+                return;
+            }
             let position = queue.positions.position(caller.priority, caller.slot);
             let estimated_wait = estimated_wait(queue, position);
             self.actions.push_back(Action::Announce { call, queue: queue.name().to_owned(), position, estimated_wait });

@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn positions_follow_priority_then_order_through_renumbering() {
         let mut positions = Positions::default();
-        let mut slots = std::collections::HashMap::new();
+        let mut slots: std::collections::HashMap<CallId, (u8, u32)> = std::collections::HashMap::new();
         let mut renumbered = Vec::new();
         for i in 0..100u64 {
             let priority = (i % 3) as u8;
