@@ -116,6 +116,9 @@ pub struct AcdSettings {
 /// The switch's side of one queue.
 #[derive(Clone, Debug)]
 pub struct QueueCallSettings {
+    /// Answer callers at once (music on hold in an answered call); else they
+    /// hear it as early media (183) and are answered when an agent answers.
+    pub answer: bool,
     /// Where a caller goes after the queue's maximum wait, or when it is full.
     pub overflow: QueueExit,
     /// Where a caller goes when the queue has no agents (join or leave when empty).
@@ -128,6 +131,7 @@ pub struct QueueCallSettings {
 impl Default for QueueCallSettings {
     fn default() -> Self {
         QueueCallSettings {
+            answer: true,
             overflow: QueueExit::Hangup,
             when_empty: QueueExit::Hangup,
             announce_position: true,

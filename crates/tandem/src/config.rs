@@ -1019,4 +1019,52 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         assert_eq!(c.core.dialplan.route(Profile::External, "6000"), Some(Route::Echo));
         assert_eq!(c.core.dialplan.route(Profile::Internal, "5555"), None);
     }
+
+    #[test]
+    fn the_default_queue_answers_5000_on_both_profiles() {
+        let c = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml")).unwrap();
+        use switch::dialplan::Route;
+        for profile in [Profile::Internal, Profile::External] {
+            assert_eq!(c.core.dialplan.route(profile, "5000"), Some(Route::Queue { name: "support".into() }));
+        }
+        let q = &c.core.acd.engine.queues[0];
+        assert_eq!(q.name, "support");
+        assert_eq!(q.strategy, acd_engine::StrategyKind::RoundRobin);
+        let members: Vec<&str> = q.members.iter().map(|m| m.agent.as_str()).collect();
+        assert_eq!(members, ["1001", "1002", "1003"]);
+        assert_eq!((q.wrap_up, q.ring_timeout), (Duration::ZERO, Duration::from_secs(15)));
+        assert!(c.queue_log.as_ref().is_some_and(|p| p.ends_with("queue_log.jsonl")));
+        assert_eq!(c.core.acd.feature_codes.logout, "*46");
+    }
+
+    #[test]
+    fn queue_keys_are_checked() {
+        let ep = "[endpoints]\n1001 = { password = \"p\" }\n[trunks.t]\nnetworks = [\"10.0.0.0/8\"]\n";
+        let q = |body: &str| err(&format!("{ep}[queues.q]\n{body}\n"));
+        assert!(q("members = [\"2002\"]").contains("queues.q.members: \"2002\" is not a defined endpoint"), "{}", q("members = [\"2002\"]"));
+        assert!(q("strategy = \"fastest\"").contains("queues.q.strategy: unknown strategy \"fastest\" (known: ring-all, "));
+        assert!(q("overflow = \"queue:q\"").contains("queues.q.overflow: \"queue:q\" is this queue itself"));
+        assert!(q("overflow = \"queue:other\"").contains("queue \"other\" is not a defined queue"));
+        assert!(q("overflow = \"trunk:t\"").contains("needs the number to dial: trunk:t:<number>"));
+        assert!(q("when_empty = \"voicemail\"").contains("queues.q.when_empty: \"voicemail\" is not a destination"));
+        assert!(q("join_when_empty = \"sometimes\"").contains("unknown rule \"sometimes\""));
+        assert!(q("ring_timeout_s = 0").contains("queues.q.ring_timeout_s: must be at least 1"));
+        assert!(q("max_wait_s = 0").contains("queues.q.max_wait_s: must be at least 1"));
+        assert!(q("colour = \"blue\"").contains("unknown field `colour`"));
+        assert!(err(&format!("{ep}[agents.2002]\n")).contains("agents.2002: \"2002\" is not a defined endpoint"));
+        assert!(err(&format!("{ep}[agents.1001]\nskills = {{ french = 12 }}\n[queues.q]\nmembers = [\"1001\"]\n")).contains("skill \"french\" has level 12"));
+        assert!(err("[[dialplan.internal]]\nexact = \"5\"\nqueue = \"nope\"\n").contains("queue \"nope\" is not a defined queue"));
+        assert!(err("[acd]\nfeature_codes = { login = \"*45\", logout = \"*45\" }\n").contains("four different, non-empty numbers"));
+        // A member with a penalty, an agent's skills and wrap-up.
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("{ep}[agents.1001]\nwrap_up_s = 7\nskills = {{ french = 5 }}\n[queues.q]\nmembers = [{{ agent = \"1001\", penalty = 2 }}]\nanswer = false\n"),
+        )
+        .unwrap();
+        let engine = &c.core.acd.engine;
+        assert_eq!(engine.queues[0].members[0].penalty, 2);
+        assert_eq!(engine.agents[0].wrap_up, Some(Duration::from_secs(7)));
+        assert_eq!(engine.agents[0].skills, [("french".to_string(), 5)]);
+        assert!(!c.core.acd.queues["q"].answer);
+    }
 }

@@ -3,6 +3,7 @@
 
 mod config;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -143,6 +144,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut next_stats = Instant::now() + STATS_EVERY;
     let mut logged = String::new();
+    let mut logged_queues = HashMap::new();
     let mut memory = FreedMemory::default();
     info!("tandem is running");
     loop {
@@ -176,6 +178,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
                 if now >= next_stats {
                     next_stats = now + STATS_EVERY;
                     log_stats(&core, &transport, now, &mut logged);
+                    log_queue_stats(&core, now, &mut logged_queues);
                 }
                 memory.tick(core.call_count(), now);
             }
@@ -197,6 +200,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     log_stats(&core, &transport, Instant::now(), &mut logged);
+    log_queue_stats(&core, Instant::now(), &mut logged_queues);
     transport.shutdown();
     // The last CDRs and queue events are written before the process ends.
     drop(core);
@@ -273,6 +277,39 @@ dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} e
     if line != *last {
         info!(target: "tandem::stats", "{line}");
         *last = line;
+    }
+}
+
+/// Each queue's live figures every [`STATS_EVERY`], when they changed.
+fn log_queue_stats(core: &SipCore, now: Instant, last: &mut HashMap<String, String>) {
+    for queue in &core.settings().acd.engine.queues {
+        let Some(q) = core.acd().queue_stats(&queue.name, now) else { continue };
+        let a = &q.agents;
+        let secs = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1}", d.as_secs_f64()));
+        let line = format!(
+            "queue={} waiting={} longest_wait_s={:.1} available={} offered={} on_call={} wrap_up={} paused={} logged_out={} \
+entered={} answered={} abandoned={} timed_out={} service_level_pct={} asa_s={} aht_s={}",
+            queue.name,
+            q.waiting,
+            q.longest_wait.as_secs_f64(),
+            a.available,
+            a.offered,
+            a.on_call,
+            a.wrap_up,
+            a.paused,
+            a.logged_out,
+            q.entered,
+            q.answered,
+            q.abandoned,
+            q.timed_out,
+            q.service_level.map_or("-".to_string(), |p| format!("{p:.1}")),
+            secs(q.average_speed_of_answer),
+            secs(q.average_handle_time),
+        );
+        if last.get(&queue.name) != Some(&line) {
+            info!(target: "tandem::stats", "{line}");
+            last.insert(queue.name.clone(), line);
+        }
     }
 }
 

@@ -943,6 +943,7 @@ impl SipCore {
         now: Instant,
     ) -> Vec<Transmit> {
         let mut out = self.respond_caller(key, code, reason, None, now);
+        out.extend(self.queue_call_ends(key, by, now));
         self.write_cdr(key, disposition, code, reason, by);
         let Some(call) = self.calls.get_mut(&key) else {
             return out;
@@ -2143,8 +2144,10 @@ impl SipCore {
         let Some(call) = self.calls.get_mut(&key) else {
             return Vec::new();
         };
-        if !matches!(call.state, CallState::Answered | CallState::Queued) {
-            return self.fail_caller(key, 503, "Service Unavailable", Disposition::Failed, by, now);
+        // A caller not answered yet (a queue that answers with its agent) gets a final response.
+        if !matches!(call.state, CallState::Answered | CallState::Queued) || call.invite.is_some() {
+            let (code, reason) = if call.state == CallState::Queued { (480, "Temporarily Unavailable") } else { (503, "Service Unavailable") };
+            return self.fail_caller(key, code, reason, Disposition::Failed, by, now);
         }
         let mut out = self.queue_call_ends(key, by, now);
         let Some(call) = self.calls.get_mut(&key) else {

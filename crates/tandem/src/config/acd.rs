@@ -62,6 +62,7 @@ enum RawMember {
 pub(super) struct RawQueue {
     strategy: String,
     members: Vec<RawMember>,
+    answer: bool,
     weight: u32,
     max_callers: Option<u64>,
     max_wait_s: Option<u64>,
@@ -94,6 +95,7 @@ impl Default for RawQueue {
         RawQueue {
             strategy: "round-robin".into(),
             members: Vec::new(),
+            answer: call.answer,
             weight: q.weight,
             max_callers: None,
             max_wait_s: None,
@@ -221,6 +223,7 @@ pub(super) fn parse(
         call_settings.insert(
             name.clone(),
             QueueCallSettings {
+                answer: q.answer,
                 overflow: exit("overflow", &q.overflow)?,
                 when_empty: exit("when_empty", &q.when_empty)?,
                 announce_position: q.announce_position,

@@ -24,7 +24,7 @@ use media_relay::{BridgeParams, Leg, LegParams, Mode};
 use sip_transport::SipMessage;
 use tracing::{debug, info, warn};
 
-use super::{Call, CallState, CallerId, Callees, ForkState, Media, Refusal, Side, caller_of, leg_params};
+use super::{Call, CallState, CallerId, CallerInvite, Callees, ForkState, Media, Refusal, Side, caller_of, leg_params};
 use crate::cdr::HangupBy;
 use crate::core::{Req, SipCore};
 use crate::media::{CallKey, MediaCommand, spawn_media_task};
@@ -122,7 +122,6 @@ impl SipCore {
         }
         .to_string();
         caller.remote_offer = offer;
-        caller.dialog.confirm();
         // Agents are offered the caller's codec: the relay does not transcode.
         let mut audio = caller.agreed.audio.clone();
         audio.codecs.truncate(1);
@@ -139,8 +138,11 @@ impl SipCore {
         control.send(MediaCommand::Play(Leg::A, self.music_on_hold.clone()));
         info!(call_id = %caller.dialog.id.call_id, caller = %caller_number, number, queue = name, "caller queued");
 
+        let answer_now = self.settings.acd.queues.get(name).is_none_or(|s| s.answer);
+        if answer_now {
+            caller.dialog.confirm();
+        }
         let mut call = Call::new(req, caller, number, destination, CallState::Queued, Media::Running(control));
-        call.record.answer = Some(SystemTime::now());
         call.queue = Some(Box::new(QueueCall {
             name: name.to_string(),
             caller_number,
@@ -152,9 +154,20 @@ impl SipCore {
             music_resumes: None,
         }));
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
-        self.calls.insert(key, call);
+        let mut out = Vec::new();
+        if answer_now {
+            call.record.answer = Some(SystemTime::now());
+            self.calls.insert(key, call);
+            out.extend(self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now));
+        } else {
+            // Music as early media; the 200 (with the same SDP) comes when an agent answers.
+            call.invite = Some(CallerInvite { msg: req.msg.clone(), tx, remote: req.source.remote });
+            call.early_answer = Some(answer.clone());
+            self.call_invites.insert(tx, key);
+            self.calls.insert(key, call);
+            out.extend(self.respond_caller(key, 183, "Session Progress", Some(&answer), now));
+        }
         self.caller_endpoint_busy(key, req, now);
-        let mut out = self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now);
         out.extend(self.run_acd(now));
         out
     }
@@ -275,9 +288,18 @@ impl SipCore {
             control.send(MediaCommand::Play(Leg::A, None));
         }
         let others: Vec<usize> = (0..call.forks.len()).filter(|&j| j != i).collect();
+        // A caller not answered yet (the queue answers with the agent) gets its 200 now.
+        let answer_caller = call.early_answer.clone().filter(|_| call.invite.is_some());
+        if answer_caller.is_some() {
+            call.caller.dialog.confirm();
+            call.record.answer = Some(SystemTime::now());
+        }
         let mut out = vec![ack];
         for j in others {
             out.extend(self.cancel_fork(key, j, now));
+        }
+        if let Some(sdp) = answer_caller {
+            out.extend(self.respond_caller(key, 200, "OK", Some(&sdp), now));
         }
         self.set_deadline(key, None);
         if let Some(agent) = &agent {
