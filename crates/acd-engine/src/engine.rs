@@ -699,12 +699,11 @@ impl Engine {
         let Some(caller) = self.callers.get_mut(&call) else { return };
         if caller.phase == Phase::Ringing
             && let Some(at) = caller.next_progressive.filter(|&at| at <= now)
+            && let Ring::Progressive(every) = self.queues[caller.queue as usize].strategy.ring()
         {
-            if let Ring::Progressive(every) = self.queues[caller.queue as usize].strategy.ring() {
-                caller.next_progressive = Some(at + every);
-                if let Some(m) = self.pick(call) {
-                    self.offer(call, m, now);
-                }
+            caller.next_progressive = Some(at + every);
+            if let Some(m) = self.pick(call) {
+                self.offer(call, m, now);
             }
         }
         if let Some(caller) = self.callers.get_mut(&call)
@@ -1562,7 +1561,7 @@ impl Engine {
         }
         for (&call, caller) in &self.callers {
             let queue = &self.queues[caller.queue as usize];
-            if (caller.phase == Phase::Ringing) != !caller.offers.is_empty() {
+            if (caller.phase == Phase::Ringing) == caller.offers.is_empty() {
                 return Err(format!("{call:?}: phase {:?} with {} offers", caller.phase, caller.offers.len()));
             }
             if caller.offers.len() > 1 && queue.strategy.ring() == Ring::One {

@@ -22,7 +22,11 @@ fn random_config(rng: &mut SmallRng, seed: u64) -> AcdConfig {
             wrap_up: rng.random_bool(0.3).then(|| ms(rng.random_range(0..4_000))),
             skills: SKILLS
                 .iter()
-                .filter_map(|skill| rng.random_bool(0.6).then(|| (skill.to_string(), rng.random_range(1..=9))))
+                .filter(|_| rng.random_bool(0.6))
+                .map(|skill| skill.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|skill| (skill, rng.random_range(1..=9)))
                 .collect(),
             ..AgentConfig::new(id)
         })
@@ -32,7 +36,10 @@ fn random_config(rng: &mut SmallRng, seed: u64) -> AcdConfig {
             let strategy = StrategyKind::ALL[(seed as usize * 3 + i) % StrategyKind::ALL.len()];
             let members = AGENTS
                 .iter()
-                .filter_map(|id| rng.random_bool(0.6).then(|| Member::new(id, rng.random_range(0..3))))
+                .filter(|_| rng.random_bool(0.6))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|id| Member::new(id, rng.random_range(0..3)))
                 .collect();
             let weighted = strategy == StrategyKind::WeightedRandom;
             QueueConfig {
