@@ -699,12 +699,11 @@ impl Engine {
         let Some(caller) = self.callers.get_mut(&call) else { return };
         if caller.phase == Phase::Ringing
             && let Some(at) = caller.next_progressive.filter(|&at| at <= now)
+            && let Ring::Progressive(every) = self.queues[caller.queue as usize].strategy.ring()
         {
-            if let Ring::Progressive(every) = self.queues[caller.queue as usize].strategy.ring() {
-                caller.next_progressive = Some(at + every);
-                if let Some(m) = self.pick(call) {
-                    self.offer(call, m, now);
-                }
+            caller.next_progressive = Some(at + every);
+            if let Some(m) = self.pick(call) {
+                self.offer(call, m, now);
             }
         }
         if let Some(caller) = self.callers.get_mut(&call)
@@ -980,20 +979,25 @@ impl Engine {
 
     /// The agent is free: offer it the best caller of its queues, until it is not free.
     fn match_agent(&mut self, a: AgentIdx, now: Instant) {
+        // Once the router is asked about this agent, callers of router queues wait for
+        // that answer (else every one of them would ask about the same agent); callers
+        // of other queues may still have it.
+        let mut skip_router_queues = false;
         // Each round offers or routes one caller, so this ends; the bound is a guard.
         for _ in 0..=self.callers.len() {
-            let Some(call) = self.best_caller_for(a, now) else { return };
+            let Some(call) = self.best_caller_for(a, now, skip_router_queues) else { return };
             self.route_caller(call, now);
-            let phase = self.callers.get(&call).map(|c| &c.phase);
-            if matches!(phase, Some(Phase::Ready) | Some(Phase::Routing { .. })) {
-                return;
+            match self.callers.get(&call).map(|c| &c.phase) {
+                Some(Phase::Ready) => return,
+                Some(Phase::Routing { .. }) => skip_router_queues = true,
+                _ => {}
             }
         }
     }
 
     /// Precedence: queue weight (or, across queues by wait, caller priority then wait),
     /// then caller priority, then wait. Skills and tiers decide who may be taken.
-    fn best_caller_for(&self, a: AgentIdx, now: Instant) -> Option<CallId> {
+    fn best_caller_for(&self, a: AgentIdx, now: Instant, skip_router_queues: bool) -> Option<CallId> {
         let agent = &self.agents[a as usize];
         // (queue weight first unless ranking across queues by wait, priority, joined,
         // weight as the tie-break, join order)
@@ -1001,7 +1005,7 @@ impl Engine {
         let mut best: Option<(Rank, CallId)> = None;
         for &(q, m) in &agent.memberships {
             let queue = &self.queues[q as usize];
-            if !queue.free.contains(m) {
+            if !queue.free.contains(m) || (skip_router_queues && queue.strategy.asks_router()) {
                 continue;
             }
             let penalty = queue.members[m.0 as usize].penalty;
@@ -1557,7 +1561,7 @@ impl Engine {
         }
         for (&call, caller) in &self.callers {
             let queue = &self.queues[caller.queue as usize];
-            if (caller.phase == Phase::Ringing) != !caller.offers.is_empty() {
+            if (caller.phase == Phase::Ringing) == caller.offers.is_empty() {
                 return Err(format!("{call:?}: phase {:?} with {} offers", caller.phase, caller.offers.len()));
             }
             if caller.offers.len() > 1 && queue.strategy.ring() == Ring::One {

@@ -57,6 +57,11 @@ impl Sim {
 
     fn collect(&mut self) {
         let actions: Vec<Action> = self.engine.drain_actions().collect();
+        if std::env::var_os("ACD_TRACE").is_some() {
+            for action in &actions {
+                eprintln!("{:>9?} {action:?}", self.now - self.t0);
+            }
+        }
         if let Err(problem) = self.engine.check_invariants() {
             panic!("invariant broken at {:?}: {problem}", self.now - self.t0);
         }
@@ -112,6 +117,13 @@ impl Sim {
     pub fn status(&mut self, agent: &str, status: AgentStatus) {
         self.engine.set_status(agent, status, self.now).expect("known agent");
         self.collect();
+    }
+
+    /// Sets a status that may be refused (an agent not in the configuration).
+    pub fn try_status(&mut self, agent: &str, status: AgentStatus) -> Result<(), UnknownAgent> {
+        let result = self.engine.set_status(agent, status, self.now);
+        self.collect();
+        result
     }
 
     pub fn device(&mut self, agent: &str, registered: bool, busy: bool) {
