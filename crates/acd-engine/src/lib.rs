@@ -137,7 +137,7 @@
 //! Free agents are kept per queue and tier in the order their strategy gives them, and
 //! ready callers per queue and required-skill set in (priority, join) order, so a
 //! decision reads the heads of a few ordered sets: O(log n), about 1–3 µs with 10,000
-//! agents and 100,000 waiting callers (`tests/latency.rs`). Exceptions, linear in the
+//! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Exceptions, linear in the
 //! free agents of the caller's queue: ring-all (it rings them all), the skills
 //! strategy for a caller that needs skills (it scores every free agent with them), and
 //! weighted random for such a caller. Positions come from a Fenwick tree per priority.

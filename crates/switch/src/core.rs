@@ -111,10 +111,17 @@ impl SipCore {
         let (media_reports, media_reports_rx) = mpsc::unbounded_channel();
         let trunk_registrations = TrunkRegistrations::new(&settings, now);
         // The configuration was checked when it was loaded; this cannot fail then.
-        let acd = acd_engine::Engine::new(settings.acd.engine.clone()).unwrap_or_else(|error| {
+        let mut acd = acd_engine::Engine::new(settings.acd.engine.clone()).unwrap_or_else(|error| {
             tracing::error!(%error, "ACD configuration refused: no queues");
             acd_engine::Engine::new(acd_engine::AcdConfig::default()).expect("an empty configuration")
         });
+        // No phone is registered yet: agents are offered once theirs is.
+        let offline = acd_engine::DeviceState { registered: false, busy: false };
+        let mut devices = HashMap::new();
+        for agent in &settings.acd.engine.agents {
+            acd.device_state(&agent.id, offline, now);
+            devices.insert(agent.id.clone(), offline);
+        }
         SipCore {
             settings,
             transactions,
@@ -140,7 +147,7 @@ impl SipCore {
             trunk_registrations,
             trunk_register_txs: HashMap::new(),
             acd,
-            devices: HashMap::new(),
+            devices,
             endpoint_calls: HashMap::new(),
             sounds: None,
             queue_log: None,
