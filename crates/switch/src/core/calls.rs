@@ -831,7 +831,8 @@ impl SipCore {
                     return out;
                 }
                 CallState::Queued => {
-                    return self.end_call(key, HangupBy::Switch, "queue exit destination did not answer", now);
+                    // The exit destination did not answer, or "goodbye" has played.
+                    return self.end_call(key, HangupBy::Switch, "queue exit", now);
                 }
                 CallState::Answered if call.ends_at_deadline => {
                     return self.end_call(key, HangupBy::Switch, "feature code done", now);

@@ -358,7 +358,17 @@ impl SipCore {
         let mut out = self.withdraw_all_offers(key, now);
         let callees = match exit {
             QueueExit::Hangup => {
-                out.extend(self.end_call(key, HangupBy::Switch, "queue exit", now));
+                // An answered caller hears "goodbye" first; the call's deadline then ends it.
+                let goodbye = self.sounds.as_ref().and_then(|s| s.get("goodbye"));
+                let call = self.calls.get_mut(&key).expect("looked up");
+                match (goodbye, &call.media) {
+                    (Some(goodbye), Some(Media::Running(control))) if call.invite.is_none() => {
+                        let until = now + goodbye.duration() + super::PROMPT_TAIL;
+                        control.send(MediaCommand::Play(Leg::A, Some(goodbye)));
+                        self.set_deadline(key, Some(until));
+                    }
+                    _ => out.extend(self.end_call(key, HangupBy::Switch, "queue exit", now)),
+                }
                 return out;
             }
             QueueExit::Queue(other) => {
