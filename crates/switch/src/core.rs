@@ -37,6 +37,7 @@ use crate::trunk_registration::{TrunkIndex, TrunkRegistrations};
 
 mod calls;
 use calls::{Call, ClientRole, Side};
+pub use calls::RouterRequest;
 
 /// Methods the switch accepts (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, REFER";
@@ -92,6 +93,7 @@ pub struct SipCore {
     /// Prompts in the switch's language (queue announcements, confirmations).
     sounds: Option<std::sync::Arc<crate::prompts::Sounds>>,
     queue_log: Option<crate::queue_log::QueueLogSink>,
+    router_requests: Vec<RouterRequest>,
 }
 
 /// The parts of a validated request the checks below need.
@@ -151,6 +153,7 @@ impl SipCore {
             endpoint_calls: HashMap::new(),
             sounds: None,
             queue_log: None,
+            router_requests: Vec::new(),
         }
     }
 

@@ -126,6 +126,8 @@ pub struct QueueCallSettings {
     /// Announce the caller's position and the estimated wait (else only "thank you for holding").
     pub announce_position: bool,
     pub announce_wait: bool,
+    /// The `external` strategy's routing service (HTTP POST, JSON).
+    pub router_url: Option<String>,
 }
 
 impl Default for QueueCallSettings {
@@ -136,6 +138,7 @@ impl Default for QueueCallSettings {
             when_empty: QueueExit::Hangup,
             announce_position: true,
             announce_wait: true,
+            router_url: None,
         }
     }
 }

@@ -146,8 +146,13 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     let mut logged = String::new();
     let mut logged_queues = HashMap::new();
     let mut memory = FreedMemory::default();
+    let router = Router::new();
+    let (router_answers, mut router_answers_rx) = tokio::sync::mpsc::unbounded_channel();
     info!("tandem is running");
     loop {
+        for request in core.take_router_requests() {
+            router.ask(request, router_answers.clone());
+        }
         let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1)).min(next_stats);
         tokio::select! {
             n = events.recv_many(&mut batch, BATCH) => {
@@ -181,6 +186,12 @@ async fn run(mut cfg: Config) -> Result<(), String> {
                     log_queue_stats(&core, now, &mut logged_queues);
                 }
                 memory.tick(core.call_count(), now);
+            }
+            Some((call, agent)) = router_answers_rx.recv() => {
+                let agent: Option<String> = agent;
+                for t in core.router_answer(call, agent.as_deref(), Instant::now()) {
+                    transport.send(t.target, t.data);
+                }
             }
             Some(report) = media_reports.recv() => {
                 for t in core.handle_media_report(report, Instant::now()) {
@@ -277,6 +288,44 @@ dropped_unparseable={} datagrams_in={} dropped_oversize={} connections_open={} e
     if line != *last {
         info!(target: "tandem::stats", "{line}");
         *last = line;
+    }
+}
+
+/// Asks queues' routing services (the `external` strategy) over HTTP.
+struct Router {
+    client: reqwest::Client,
+}
+
+impl Router {
+    fn new() -> Router {
+        Router { client: reqwest::Client::new() }
+    }
+
+    /// POSTs the question; the answer (`{"agent": "1002"}`), or `None` when the
+    /// service fails, times out or says something else, goes to `answers`.
+    fn ask(&self, request: switch::core::RouterRequest, answers: tokio::sync::mpsc::UnboundedSender<(u64, Option<String>)>) {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let reply = client.post(&request.url).timeout(request.timeout).json(&request.body).send().await;
+            let agent = match reply {
+                Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+                    Ok(v) => v.get("agent").and_then(|a| a.as_str()).map(str::to_string),
+                    Err(error) => {
+                        warn!(url = %request.url, %error, "the routing service's answer is not JSON");
+                        None
+                    }
+                },
+                Ok(r) => {
+                    warn!(url = %request.url, status = %r.status(), "the routing service refused");
+                    None
+                }
+                Err(error) => {
+                    warn!(url = %request.url, %error, "the routing service did not answer");
+                    None
+                }
+            };
+            let _ = answers.send((request.call, agent));
+        });
     }
 }
 

@@ -37,6 +37,7 @@ use crate::settings::{Credentials, Profile};
 use crate::stats::CoreStats;
 
 mod queue;
+pub use queue::RouterRequest;
 
 /// What the switch does with a call it answers itself.
 enum Answered {

@@ -85,6 +85,7 @@ pub(super) struct RawQueue {
     announce_wait: bool,
     ring_progressively_every_s: u64,
     router_timeout_ms: u64,
+    router_url: Option<String>,
     fallback: String,
 }
 
@@ -118,6 +119,7 @@ impl Default for RawQueue {
             announce_wait: call.announce_wait,
             ring_progressively_every_s: q.ring_progressively_every.as_secs(),
             router_timeout_ms: q.router_timeout.as_millis() as u64,
+            router_url: None,
             fallback: q.fallback.name().into(),
         }
     }
@@ -187,6 +189,14 @@ pub(super) fn parse(
                 return Err(err("leave_when_empty", format!("unknown rule \"{other}\" (known: {known})")));
             }
         };
+        match (&q.router_url, strategy == StrategyKind::External) {
+            (None, true) => return Err(err("router_url", "the external strategy needs the routing service's URL".into())),
+            (Some(_), false) => return Err(err("router_url", "is only for the external strategy".into())),
+            (Some(url), true) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(err("router_url", format!("\"{url}\" is not an http:// or https:// URL")));
+            }
+            _ => {}
+        }
         if q.ring_timeout_s == 0 {
             return Err(err("ring_timeout_s", "must be at least 1".into()));
         }
@@ -228,6 +238,7 @@ pub(super) fn parse(
                 when_empty: exit("when_empty", &q.when_empty)?,
                 announce_position: q.announce_position,
                 announce_wait: q.announce_wait,
+                router_url: q.router_url.clone(),
             },
         );
     }

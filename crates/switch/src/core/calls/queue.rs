@@ -185,10 +185,7 @@ impl SipCore {
                 Action::Announce { call, position, estimated_wait, .. } => {
                     self.announce(call.0, position, estimated_wait, now);
                 }
-                Action::AskRouter { call, .. } => {
-                    // No routing service is wired yet: the engine's fallback decides.
-                    self.acd.router_answer(call, None, now);
-                }
+                Action::AskRouter { call, queue, candidates } => self.ask_router(call, &queue, candidates, now),
                 Action::Event(event) => self.queue_log(&event, now),
             }
         }
@@ -498,6 +495,42 @@ impl SipCore {
         }
     }
 
+    /// The `external` strategy asks the queue's routing service (the driver
+    /// does the HTTP; [`SipCore::router_answer`] brings the answer back).
+    fn ask_router(&mut self, call: CallId, queue: &str, candidates: Vec<String>, now: Instant) {
+        let url = self.settings.acd.queues.get(queue).and_then(|s| s.router_url.clone());
+        let (Some(url), Some(c)) = (url, self.calls.get(&call.0)) else {
+            self.acd.router_answer(call, None, now);
+            return;
+        };
+        let q = c.queue.as_ref().expect("a queued call");
+        let body = serde_json::json!({
+            "queue": queue,
+            "call_ref": c.record.call_id,
+            "caller": q.caller_number,
+            "candidates": candidates,
+        });
+        let timeout = self.settings.acd.engine.queues.iter().find(|q| q.name == queue).map(|q| q.router_timeout);
+        self.router_requests.push(RouterRequest {
+            call: call.0,
+            url,
+            timeout: timeout.unwrap_or(Duration::from_secs(2)),
+            body,
+        });
+    }
+
+    /// Routing services' questions to send (HTTP POST of `body` as JSON to `url`).
+    pub fn take_router_requests(&mut self) -> Vec<RouterRequest> {
+        std::mem::take(&mut self.router_requests)
+    }
+
+    /// A routing service's answer: the agent it chose, or `None` when it failed
+    /// or answered nothing usable (the queue's fallback strategy then decides).
+    pub fn router_answer(&mut self, call: CallKey, agent: Option<&str>, now: Instant) -> Vec<Transmit> {
+        self.acd.router_answer(CallId(call), agent, now);
+        self.run_acd(now)
+    }
+
     fn queue_log(&mut self, event: &acd_engine::QueueEvent, now: Instant) {
         debug!(?event, "queue event");
         if let Some(sink) = &self.queue_log {
@@ -505,6 +538,18 @@ impl SipCore {
             sink.send(crate::queue_log::QueueLogLine::new(event, call_id, now));
         }
     }
+}
+
+/// A question for a queue's routing service (the `external` strategy): the
+/// switch's driver POSTs `body` to `url` and hands the answer to
+/// [`SipCore::router_answer`]. The body: `{"queue", "call_ref", "caller",
+/// "candidates": ["1001", ...]}`; the answer: `{"agent": "1002"}`.
+#[derive(Clone, Debug)]
+pub struct RouterRequest {
+    pub call: CallKey,
+    pub url: String,
+    pub timeout: Duration,
+    pub body: serde_json::Value,
 }
 
 /// How long a queue's exit destination (an endpoint or a trunk) may ring.
