@@ -717,19 +717,24 @@ mod tests {
         send_rtp(&attacked_phones.0, attacked_a, 0, 1, 0xa);
         assert_eq!(receive(&attacked_phones.1).2, 0xa);
 
-        let flooding = std::sync::atomic::AtomicBool::new(true);
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let (flooding, sent) = (AtomicBool::new(true), AtomicU32::new(0));
         let flood_sent = std::thread::scope(|scope| {
             let flood = scope.spawn(|| {
                 let stranger = phone();
-                let mut sent = 0u32;
                 // Bounded: until the calls below are done, at most 200,000 packets.
-                while flooding.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
-                    send_rtp(&stranger, attacked_a, 0, sent as u16, 0xbad);
-                    sent += 1;
+                while flooding.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < 200_000 {
+                    send_rtp(&stranger, attacked_a, 0, sent.load(Ordering::Relaxed) as u16, 0xbad);
+                    sent.fetch_add(1, Ordering::Relaxed);
                 }
-                sent
+                sent.load(Ordering::Relaxed)
             });
-            // Meanwhile both calls talk: 200 packets each way on the other call,
+            // The flood is under way (on a busy machine its thread may start late)...
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while sent.load(Ordering::Relaxed) < 1000 && std::time::Instant::now() < end {
+                std::thread::yield_now();
+            }
+            // ...while both calls talk: 200 packets each way on the other call,
             // and the attacked phone keeps talking too.
             let other_a = other.local_rtp(Leg::A).unwrap();
             let other_b = other.local_rtp(Leg::B).unwrap();

@@ -342,6 +342,9 @@ pub enum MediaEvent {
     /// The one-way audio with `leg` silent is over: it sent again, or the mode
     /// or its parameters changed (module docs).
     OneWayEnded { leg: Leg },
+    /// `leg` pressed a key: an RFC 4733 telephone-event ended (its three
+    /// redundant end packets and retransmissions count once).
+    Digit { leg: Leg, digit: char },
 }
 
 /// Counters of one leg. "In" counts accepted packets (valid, from the latched
@@ -683,6 +686,10 @@ struct LegState {
     one_way: OneWay,
     reception: Reception,
     stats: LegStats,
+    /// The RTP timestamp of the last telephone-event reported (each event's
+    /// packets share their start timestamp), and a key pressed, not yet taken.
+    last_digit_at: Option<u32>,
+    digit: Option<char>,
 }
 
 impl LegState {
@@ -700,6 +707,8 @@ impl LegState {
             one_way: OneWay::No,
             reception: Reception::default(),
             stats: LegStats::default(),
+            last_digit_at: None,
+            digit: None,
         }
     }
 
@@ -825,9 +834,15 @@ impl MediaSession {
             input.stats.dropped_unknown_pt += 1;
             return None;
         };
-        if codec.is_event() && TelephoneEvent::parse(packet.payload()).is_err() {
-            input.stats.dropped_malformed += 1;
-            return None;
+        if codec.is_event() {
+            let Ok(event) = TelephoneEvent::parse(packet.payload()) else {
+                input.stats.dropped_malformed += 1;
+                return None;
+            };
+            if event.end && input.last_digit_at != Some(packet.timestamp()) {
+                input.last_digit_at = Some(packet.timestamp());
+                input.digit = event.digit().or(input.digit);
+            }
         }
         input.rtp.commit(from, now);
         match latching {
@@ -1048,6 +1063,17 @@ impl MediaSession {
         events
     }
 
+    /// A key pressed on either leg since the last call, as an event
+    /// ([`MediaEvent::Digit`]); the driver asks after each packet.
+    pub fn take_digit(&mut self) -> Option<MediaEvent> {
+        for leg in [Leg::A, Leg::B] {
+            if let Some(digit) = self.legs[leg.index()].as_mut().and_then(|s| s.digit.take()) {
+                return Some(MediaEvent::Digit { leg, digit });
+            }
+        }
+        None
+    }
+
     fn count_drop(&mut self, leg: Leg, counter: impl FnOnce(&mut LegStats) -> &mut u64) -> Option<Forward> {
         if let Some(state) = self.legs[leg.index()].as_mut() {
             *counter(&mut state.stats) += 1;
@@ -1140,6 +1166,32 @@ mod tests {
         assert_eq!((a.rtp_packets_in, a.rtp_bytes_in, a.rtp_packets_out, a.rtp_bytes_out), (1, 172, 1, 172));
         assert_eq!((b.rtp_packets_in, b.rtp_packets_out), (1, 1));
         assert_eq!(a.rtp_source, Some(addr(PHONE_A)));
+    }
+
+    #[test]
+    fn a_key_press_is_one_digit_whatever_the_redundant_end_packets() {
+        let t0 = Instant::now();
+        let mut s = bridged(t0);
+        let mut send = |leg: Leg, from: &str, pt: u8, seq: u16, ts: u32, event: u8, end: bool, s: &mut MediaSession| {
+            let event = TelephoneEvent { event, end, volume: 10, duration: 160 * u16::from(seq % 8 + 1) };
+            let mut buf = vec![0; 16];
+            write_packet(&mut buf, pt, !end, seq, ts, 0xaaaa, &event.to_bytes()).unwrap();
+            s.on_rtp(leg, addr(from), &mut buf, t0);
+            s.take_digit()
+        };
+        // Key 5 held for three packets, then three end packets (RFC 4733 §2.5.1.4), one repeated later.
+        for seq in 1..=3 {
+            assert_eq!(send(Leg::A, PHONE_A, 101, seq, 4000, 5, false, &mut s), None, "not before its end");
+        }
+        assert_eq!(send(Leg::A, PHONE_A, 101, 4, 4000, 5, true, &mut s), Some(MediaEvent::Digit { leg: Leg::A, digit: '5' }));
+        for seq in [5, 6, 5] {
+            assert_eq!(send(Leg::A, PHONE_A, 101, seq, 4000, 5, true, &mut s), None, "the same event's end counts once");
+        }
+        // The next press of the same key is a new event (a new timestamp); `#` is event 11; B's own type 96.
+        assert_eq!(send(Leg::A, PHONE_A, 101, 7, 5600, 5, true, &mut s), Some(MediaEvent::Digit { leg: Leg::A, digit: '5' }));
+        assert_eq!(send(Leg::B, PHONE_B, 96, 1, 900, 11, true, &mut s), Some(MediaEvent::Digit { leg: Leg::B, digit: '#' }));
+        // An event that is no key (16: a tone, RFC 4733 §3) says nothing.
+        assert_eq!(send(Leg::A, PHONE_A, 101, 8, 7000, 16, true, &mut s), None);
     }
 
     #[test]

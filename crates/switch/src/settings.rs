@@ -128,6 +128,8 @@ pub struct QueueCallSettings {
     pub announce_wait: bool,
     /// The `external` strategy's routing service (HTTP POST, JSON).
     pub router_url: Option<String>,
+    /// A key (RFC 4733) that takes a waiting caller out of the queue, and where to.
+    pub exit_key: Option<(char, QueueExit)>,
 }
 
 impl Default for QueueCallSettings {
@@ -139,6 +141,7 @@ impl Default for QueueCallSettings {
             announce_position: true,
             announce_wait: true,
             router_url: None,
+            exit_key: None,
         }
     }
 }

@@ -1054,6 +1054,10 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         assert!(err(&format!("{ep}[agents.2002]\n")).contains("agents.2002: \"2002\" is not a defined endpoint"));
         assert!(err(&format!("{ep}[agents.1001]\nskills = {{ french = 12 }}\n[queues.q]\nmembers = [\"1001\"]\n")).contains("skill \"french\" has level 12"));
         assert!(err("[[dialplan.internal]]\nexact = \"5\"\nqueue = \"nope\"\n").contains("queue \"nope\" is not a defined queue"));
+        assert!(q("exit_key = \"**\"\nexit_to = \"hangup\"").contains("queues.q.exit_key: \"**\" is not one key"));
+        assert!(q("exit_key = \"*\"").contains("queues.q.exit_to: must be set with exit_key"));
+        assert!(q("strategy = \"external\"").contains("queues.q.router_url: the external strategy needs the routing service's URL"));
+        assert!(q("router_url = \"http://x\"").contains("is only for the external strategy"));
         assert!(err("[acd]\nfeature_codes = { login = \"*45\", logout = \"*45\" }\n").contains("four different, non-empty numbers"));
         // A member with a penalty, an agent's skills and wrap-up.
         let c = parse(

@@ -2195,6 +2195,7 @@ impl SipCore {
                 self.one_way_ended(key, Side::of_leg(leg));
                 return Vec::new();
             }
+            Some(MediaEvent::Digit { leg, digit }) => return self.digit_pressed(key, Side::of_leg(leg), digit, now),
             None => "media failed".to_string(),
         };
         self.end_call(key, HangupBy::Switch, &reason, now)

@@ -87,6 +87,8 @@ pub(super) struct RawQueue {
     router_timeout_ms: u64,
     router_url: Option<String>,
     fallback: String,
+    exit_key: Option<String>,
+    exit_to: Option<String>,
 }
 
 impl Default for RawQueue {
@@ -120,6 +122,8 @@ impl Default for RawQueue {
             ring_progressively_every_s: q.ring_progressively_every.as_secs(),
             router_timeout_ms: q.router_timeout.as_millis() as u64,
             router_url: None,
+            exit_key: None,
+            exit_to: None,
             fallback: q.fallback.name().into(),
         }
     }
@@ -230,6 +234,18 @@ pub(super) fn parse(
             ..QueueConfig::default()
         });
         let exit = |field: &str, text: &str| exit(text, name, queues, &known).map_err(|why| err(field, why));
+        let exit_key = match (&q.exit_key, &q.exit_to) {
+            (None, None) => None,
+            (Some(k), Some(to)) => {
+                let mut keys = k.chars();
+                match (keys.next(), keys.next()) {
+                    (Some(key), None) if "0123456789*#ABCD".contains(key) => Some((key, exit("exit_to", to)?)),
+                    _ => return Err(err("exit_key", format!("\"{k}\" is not one key (0-9, *, #, A-D)"))),
+                }
+            }
+            (Some(_), None) => return Err(err("exit_to", "must be set with exit_key".into())),
+            (None, Some(_)) => return Err(err("exit_key", "must be set with exit_to".into())),
+        };
         call_settings.insert(
             name.clone(),
             QueueCallSettings {
@@ -239,6 +255,7 @@ pub(super) fn parse(
                 announce_position: q.announce_position,
                 announce_wait: q.announce_wait,
                 router_url: q.router_url.clone(),
+                exit_key,
             },
         );
     }

@@ -352,6 +352,26 @@ impl SipCore {
         }
         .unwrap_or(QueueExit::Hangup);
         info!(call_id = %call.record.call_id, queue, ?reason, ?exit, "caller leaves the queue");
+        self.send_on(key, exit, now)
+    }
+
+    /// A key the caller pressed: the queue's exit key sends it on.
+    pub(super) fn digit_pressed(&mut self, key: CallKey, side: Side, digit: char, now: Instant) -> Vec<Transmit> {
+        let Some(call) = self.calls.get_mut(&key) else { return Vec::new() };
+        debug!(call_id = %call.record.call_id, side = side.name(), %digit, "key pressed");
+        let Some(q) = call.queue.as_mut().filter(|q| q.waiting && side == Side::Caller) else { return Vec::new() };
+        let exit_key = self.settings.acd.queues.get(&q.name).and_then(|s| s.exit_key.clone());
+        let Some((_, exit)) = exit_key.filter(|(key, _)| *key == digit) else { return Vec::new() };
+        q.waiting = false;
+        info!(call_id = %call.record.call_id, queue = %q.name, ?exit, "caller pressed the exit key");
+        self.acd.caller_leave(CallId(key), LeaveReason::Key, now);
+        let mut out = self.run_acd(now);
+        out.extend(self.send_on(key, exit, now));
+        out
+    }
+
+    /// Sends a caller who left its queue where the queue says.
+    fn send_on(&mut self, key: CallKey, exit: QueueExit, now: Instant) -> Vec<Transmit> {
         let mut out = self.withdraw_all_offers(key, now);
         let callees = match exit {
             QueueExit::Hangup => {
