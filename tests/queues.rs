@@ -152,3 +152,57 @@ fn a_waiting_caller_hears_music_on_hold_and_counts_as_abandoned_when_it_hangs_up
     assert_eq!(abandon["queue"], "support");
     assert!(abandon["wait_s"].as_f64().unwrap() >= 2.5, "{abandon}");
 }
+
+/// Counts PCMU packets from `relay` at `media` for `wait`.
+fn music_packets(media: &UdpSocket, relay: std::net::SocketAddr, wait: Duration) -> usize {
+    media.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let (mut packets, end) = (0, Instant::now() + wait);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if let Ok((n, from)) = media.recv_from(&mut buf)
+            && from == relay
+            && n == 12 + 160
+            && buf[1] & 0x7f == 0
+        {
+            packets += 1;
+        }
+    }
+    packets
+}
+
+#[test]
+fn a_queue_that_does_not_answer_plays_music_as_early_media_and_answers_with_the_agent() {
+    let bench = Bench::start("queue-early", &config("members = [\"1001\"]\nanswer = false", ""));
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = media.local_addr().unwrap().port().to_string();
+    let mut caller =
+        Sipp::spawn(&bench.dir, "caller", "queue_caller_early.xml", trunk_side(&bench), free_port(), &["-s", "5000", "-key", "rtp_port", &port]);
+    // 183 with the relay's SDP, and music before any answer.
+    let relay = caller.relay_port();
+    let early = music_packets(&media, relay, Duration::from_secs(1));
+    assert!(early >= 30, "music as early media: {early} packets in 1 s");
+    assert!(!caller.log_lines().iter().any(|l| l == "answered"), "not answered before an agent is");
+    // The agent's phone registers: it is offered the caller, answers, and the caller gets its 200.
+    let mut agent = agent(&bench, "1001", 1, 1000);
+    caller.succeeds();
+    agent.succeeds();
+    assert!(caller.log_lines().iter().any(|l| l == "answered"));
+    wait_events(&bench, "complete", 1, Duration::from_secs(5));
+}
+
+#[test]
+fn the_exit_key_sends_a_waiting_caller_to_its_destination() {
+    // Nobody answers the queue; the caller presses 9 (RFC 4733 events from
+    // SIPp's own capture) and reaches the desk phone 1004.
+    let queue = "members = [\"1001\"]\nexit_key = \"9\"\nexit_to = \"endpoint:1004\"";
+    let bench = Bench::start("queue-exit-key", &config(queue, ""));
+    let rtp = free_port().to_string();
+    let mut desk = bench.phone("1004", "desk1004", "b2bua_callee.xml", &["-key", "rtp_port", &rtp]);
+    let args = ["-s", "5000", "-mi", "127.0.0.1", "-d", "3000"];
+    let mut caller = Sipp::spawn(&bench.dir, "caller", "queue_caller_exit_key.xml", trunk_side(&bench), free_port(), &args);
+    caller.succeeds();
+    desk.succeeds();
+    let exit = &wait_events(&bench, "exit-key", 1, Duration::from_secs(5))[0];
+    assert_eq!(exit["queue"], "support");
+    assert!(queue_log(&bench).iter().all(|e| e["event"] != "connect"), "no agent was connected");
+}
