@@ -206,3 +206,61 @@ fn the_exit_key_sends_a_waiting_caller_to_its_destination() {
     assert_eq!(exit["queue"], "support");
     assert!(queue_log(&bench).iter().all(|e| e["event"] != "connect"), "no agent was connected");
 }
+
+/// A routing service on loopback: answers each POST with `{"agent": <agent>}`
+/// and hands the request bodies to the test.
+fn routing_service(agent: &'static str) -> (u16, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // At most a few questions per test; the thread ends with the test process.
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            let answer = format!("{{\"agent\": \"{agent}\"}}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn the_external_strategy_offers_the_agent_the_routing_service_names() {
+    let (port, questions) = routing_service("1003");
+    let queue = format!(
+        "strategy = \"external\"\nrouter_url = \"http://127.0.0.1:{port}/route\"\nmembers = [\"1001\", \"1002\", \"1003\"]"
+    );
+    let bench = Bench::start("queue-external", &config(&queue, ""));
+    let mut agents: Vec<Sipp> = ["1001", "1002", "1003"].iter().map(|a| agent(&bench, a, 1, 500)).collect();
+    let mut caller = served_callers(&bench, "caller", 1, 1);
+    caller.succeeds();
+    let question = questions.recv_timeout(Duration::from_secs(5)).expect("the routing service was asked");
+    assert_eq!(question["queue"], "support");
+    assert!(question["caller"].as_str().unwrap().starts_with("+15550100"), "{question}");
+    let mut candidates: Vec<&str> = question["candidates"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    candidates.sort();
+    assert_eq!(candidates, ["1001", "1002", "1003"]);
+    agents[2].succeeds();
+    assert_eq!(offers(&agents[2]), 1);
+    assert_eq!((offers(&agents[0]), offers(&agents[1])), (0, 0), "only the agent the service chose rang");
+    assert_eq!(wait_events(&bench, "connect", 1, Duration::from_secs(5))[0]["agent"], "1003");
+}
