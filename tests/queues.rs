@@ -264,3 +264,38 @@ fn the_external_strategy_offers_the_agent_the_routing_service_names() {
     assert_eq!((offers(&agents[0]), offers(&agents[1])), (0, 0), "only the agent the service chose rang");
     assert_eq!(wait_events(&bench, "connect", 1, Duration::from_secs(5))[0]["agent"], "1003");
 }
+
+#[test]
+fn a_waiting_caller_hears_its_position_between_the_music() {
+    use media_relay::{Codec, Prompt};
+    use switch::prompts::{Sounds, queue_announcement};
+    let bench = Bench::start("queue-announce", &config("members = [\"1001\"]\nannounce_every_s = 1", ""));
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut caller = callers(&bench, "caller", 1, 1, 3500, media.local_addr().unwrap().port());
+    let relay = caller.relay_port();
+    let mut heard = Vec::new();
+    let (end, mut buf) = (Instant::now() + Duration::from_secs(3), [0u8; 2048]);
+    while Instant::now() < end {
+        if let Ok((n, from)) = media.recv_from(&mut buf)
+            && from == relay
+            && n == 12 + 160
+        {
+            heard.push(buf[12..n].to_vec());
+        }
+    }
+    caller.succeeds();
+    // What the caller heard, frame by frame, against the prompts as the switch has them.
+    let sounds_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    let sounds = Sounds::load(&sounds_dir, "en").unwrap();
+    let announcement = sounds.say(&queue_announcement(Some(1), None)).unwrap();
+    let music = Prompt::load(sounds_dir.join("moh.wav")).unwrap();
+    let frames_of = |p: &Prompt| -> Vec<Vec<u8>> {
+        p.encoded(Codec::Pcmu).unwrap().chunks_exact(160).map(<[u8]>::to_vec).collect()
+    };
+    let (spoken, played) = (frames_of(&announcement), frames_of(&music));
+    let count = |frames: &[Vec<u8>]| heard.iter().filter(|f| frames.contains(f)).count();
+    let (said, music_heard) = (count(&spoken), count(&played));
+    assert!(said >= spoken.len() / 2, "\"you are caller number one\" ({} frames) was heard: {said} of them", spoken.len());
+    assert!(music_heard >= 40, "music before and after it: {music_heard} frames");
+}
