@@ -121,10 +121,19 @@ pub enum Destination {
     Trunk { trunk: String, number: Template },
     /// Answer and send the caller's media back.
     Echo,
-    /// Wait in this ACD queue for an agent.
-    Queue(String),
+    /// Wait in an ACD queue for an agent.
+    Queue(QueueTarget),
     /// Refuse with this status.
     Hangup { status: u16 },
+}
+
+/// A queue, and what its callers from this rule bring: a priority (higher is
+/// served first) and the skills an agent must have.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueTarget {
+    pub name: String,
+    pub priority: u8,
+    pub skills: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,7 +188,7 @@ pub enum Route {
     Endpoint { id: String, ring_timeout: Duration },
     Trunk { trunk: String, number: String, ring_timeout: Duration },
     Echo,
-    Queue { name: String },
+    Queue(QueueTarget),
     Hangup { status: u16 },
 }
 
@@ -206,7 +215,7 @@ impl DialPlan {
                     ring_timeout: rule.ring_timeout,
                 },
                 Destination::Echo => Route::Echo,
-                Destination::Queue(name) => Route::Queue { name: name.clone() },
+                Destination::Queue(target) => Route::Queue(target.clone()),
                 Destination::Hangup { status } => Route::Hangup { status: *status },
             })
         })

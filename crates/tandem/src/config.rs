@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use sip_transport::Transport;
 use sip_transport::driver::ListenerSpec;
-use switch::dialplan::{DialPlan, Destination, NumberMatch, Rule, Template};
+use switch::dialplan::{DialPlan, Destination, NumberMatch, QueueTarget, Rule, Template};
 use switch::{CoreSettings, Credentials, EndpointSettings, Gateway, ListenerInfo, Profile, TrunkRegister, TrunkSettings};
 use media_relay::{Prompt, RelayConfig};
 use toml::Spanned;
@@ -129,6 +129,9 @@ struct RawRule {
     number: Option<String>,
     echo: Option<bool>,
     queue: Option<String>,
+    /// For a queue: the callers' priority and required skills.
+    priority: Option<u8>,
+    skills: Option<Vec<String>>,
     hangup: Option<u16>,
     ring_timeout_s: Option<u64>,
 }
@@ -783,7 +786,8 @@ fn dialplan_rules(
                 if !queues.contains(&name.as_str()) {
                     return Err(err(format!("queue \"{name}\" is not a defined queue")));
                 }
-                Destination::Queue(name.clone())
+                let (priority, skills) = (r.priority.unwrap_or(0), r.skills.clone().unwrap_or_default());
+                Destination::Queue(QueueTarget { name: name.clone(), priority, skills })
             }
             (Some(e), None, None, None) => {
                 let t = template(e)?;
@@ -802,6 +806,9 @@ fn dialplan_rules(
             (None, None, None, Some(status)) => Destination::Hangup { status },
             _ => return Err(err("needs exactly one of endpoint, trunk, queue, echo = true or hangup".into())),
         };
+        if (r.priority.is_some() || r.skills.is_some()) && !matches!(destination, Destination::Queue(_)) {
+            return Err(err("priority and skills are only for a queue destination".into()));
+        }
         if r.number.is_some() && !matches!(destination, Destination::Trunk { .. }) {
             return Err(err("number is only for a trunk destination".into()));
         }
@@ -1025,7 +1032,8 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         let c = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml")).unwrap();
         use switch::dialplan::Route;
         for profile in [Profile::Internal, Profile::External] {
-            assert_eq!(c.core.dialplan.route(profile, "5000"), Some(Route::Queue { name: "support".into() }));
+            let support = switch::dialplan::QueueTarget { name: "support".into(), ..Default::default() };
+            assert_eq!(c.core.dialplan.route(profile, "5000"), Some(Route::Queue(support)));
         }
         let q = &c.core.acd.engine.queues[0];
         assert_eq!(q.name, "support");
@@ -1054,6 +1062,7 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         assert!(err(&format!("{ep}[agents.2002]\n")).contains("agents.2002: \"2002\" is not a defined endpoint"));
         assert!(err(&format!("{ep}[agents.1001]\nskills = {{ french = 12 }}\n[queues.q]\nmembers = [\"1001\"]\n")).contains("skill \"french\" has level 12"));
         assert!(err("[[dialplan.internal]]\nexact = \"5\"\nqueue = \"nope\"\n").contains("queue \"nope\" is not a defined queue"));
+        assert!(err("[[dialplan.internal]]\nexact = \"5\"\necho = true\npriority = 3\n").contains("only for a queue destination"));
         assert!(q("exit_key = \"**\"\nexit_to = \"hangup\"").contains("queues.q.exit_key: \"**\" is not one key"));
         assert!(q("exit_key = \"*\"").contains("queues.q.exit_to: must be set with exit_key"));
         assert!(q("strategy = \"external\"").contains("queues.q.router_url: the external strategy needs the routing service's URL"));
@@ -1070,5 +1079,12 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         assert_eq!(engine.agents[0].wrap_up, Some(Duration::from_secs(7)));
         assert_eq!(engine.agents[0].skills, [("french".to_string(), 5)]);
         assert!(!c.core.acd.queues["q"].answer);
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("{ep}[queues.q]\n[[dialplan.external]]\nexact = \"5\"\nqueue = \"q\"\npriority = 7\nskills = [\"french\"]\n"),
+        )
+        .unwrap();
+        let target = switch::dialplan::QueueTarget { name: "q".into(), priority: 7, skills: vec!["french".into()] };
+        assert_eq!(c.core.dialplan.route(Profile::External, "5"), Some(switch::dialplan::Route::Queue(target)));
     }
 }

@@ -371,7 +371,7 @@ impl SipCore {
                 return self.reply(req, tx, status, sip_transport::writer::reason_phrase(status), &[], now);
             }
             Some(Route::Echo) => return self.answer_echo(req, tx, &number, now),
-            Some(Route::Queue { name }) => return self.join_queue(req, tx, &number, &name, now),
+            Some(Route::Queue(target)) => return self.join_queue(req, tx, &number, &target, now),
             Some(Route::Endpoint { id, ring_timeout }) => (Callees::Endpoint(id), ring_timeout),
             Some(Route::Trunk { trunk, number, ring_timeout }) => {
                 (Callees::Trunk { name: trunk, number }, ring_timeout)

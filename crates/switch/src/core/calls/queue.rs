@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::{Call, CallState, CallerId, CallerInvite, Callees, ForkState, Media, Refusal, Side, caller_of, leg_params};
 use crate::cdr::HangupBy;
 use crate::core::{Req, SipCore};
+use crate::dialplan::QueueTarget;
 use crate::media::{CallKey, MediaCommand, spawn_media_task};
 use crate::sdp::{Direction, LocalSession, SdpSession, read_answer};
 use crate::settings::{Profile, QueueExit};
@@ -62,9 +63,10 @@ impl SipCore {
         req: &Req<'_>,
         tx: ServerTxId,
         number: &str,
-        name: &str,
+        target: &QueueTarget,
         now: Instant,
     ) -> Vec<Transmit> {
+        let name = target.name.as_str();
         let destination = format!("queue:{name}");
         let prepared = self.caller_offer(req).and_then(|(offer, agreed, timer)| {
             let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
@@ -81,7 +83,8 @@ impl SipCore {
         };
         let key = self.new_call_key();
         let caller_number = caller_of(req.msg);
-        if let Err(refused) = self.acd.caller_join(CallId(key), name, CallerInfo::default(), now) {
+        let info = CallerInfo { priority: target.priority, skills: target.skills.clone() };
+        if let Err(refused) = self.acd.caller_join(CallId(key), name, info, now) {
             let settings = self.settings.acd.queues.get(name);
             let exit = match refused {
                 JoinRefused::Full(_) => settings.map(|s| s.overflow.clone()),
@@ -97,7 +100,10 @@ impl SipCore {
             // Not answered yet: a destination other than hang-up takes the call as it is.
             let mut out = Vec::new();
             match exit {
-                Some(QueueExit::Queue(other)) if other != name => return self.join_queue(req, tx, number, &other, now),
+                Some(QueueExit::Queue(other)) if other != name => {
+                    let other = QueueTarget { name: other, ..target.clone() };
+                    return self.join_queue(req, tx, number, &other, now);
+                }
                 Some(QueueExit::Endpoint(id)) => {
                     out.extend(self.start_call(req, tx, number, Callees::Endpoint(id), now + EXIT_RING, now));
                 }
