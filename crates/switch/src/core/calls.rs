@@ -202,8 +202,10 @@ struct Fork {
     early: Option<Dialog>,
     /// Final status, for choosing what the caller gets.
     status: Option<u16>,
-    /// The agent a queue offers the caller to with this fork.
-    agent: Option<String>,
+    /// The queue's offer this fork rings for: the agent, and the offer's
+    /// attempt (an agent's contacts share one offer; a later offer to the
+    /// same agent is another).
+    offer: Option<(String, u32)>,
 }
 
 /// The caller's re-INVITE or UPDATE being relayed to the other side.
@@ -728,7 +730,7 @@ impl SipCore {
                         raised_interval: false,
                         early: None,
                         status: None,
-                        agent: None,
+                        offer: None,
                     });
                 }
                 Err(why) => warn!(why, "could not send an INVITE to a callee"),

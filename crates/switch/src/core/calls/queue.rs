@@ -183,8 +183,8 @@ impl SipCore {
         let mut out = Vec::new();
         while let Some(action) = self.acd.poll_action() {
             match action {
-                Action::Offer { call, agent, queue, waited, .. } => {
-                    out.extend(self.offer_to_agent(call.0, &agent, &queue, waited, now));
+                Action::Offer { call, agent, queue, waited, attempt } => {
+                    out.extend(self.offer_to_agent(call.0, (&agent, attempt), &queue, waited, now));
                 }
                 Action::CancelOffer { call, agent } => out.extend(self.withdraw_offer(call.0, &agent, now)),
                 Action::Exit { call, queue, reason } => out.extend(self.exit_queue(call.0, &queue, reason, now)),
@@ -199,7 +199,14 @@ impl SipCore {
     }
 
     /// Rings an agent for a queued caller: one INVITE per registered contact.
-    fn offer_to_agent(&mut self, key: CallKey, agent: &str, queue: &str, waited: Duration, now: Instant) -> Vec<Transmit> {
+    fn offer_to_agent(
+        &mut self,
+        key: CallKey,
+        (agent, attempt): (&str, u32),
+        queue: &str,
+        waited: Duration,
+        now: Instant,
+    ) -> Vec<Transmit> {
         let Some(call) = self.calls.get(&key).filter(|c| c.state == CallState::Queued) else {
             // The call is gone or connected; the engine hears of it on its own.
             return Vec::new();
@@ -233,7 +240,7 @@ impl SipCore {
             return sent;
         }
         for fork in &mut forks {
-            fork.agent = Some(agent.to_string());
+            fork.offer = Some((agent.to_string(), attempt));
         }
         info!(call_id, queue, agent, contacts = forks.len(), "offering the caller to an agent");
         self.calls.get_mut(&key).expect("looked up").forks.extend(forks);
@@ -244,7 +251,8 @@ impl SipCore {
     fn withdraw_offer(&mut self, key: CallKey, agent: &str, now: Instant) -> Vec<Transmit> {
         let Some(call) = self.calls.get(&key) else { return Vec::new() };
         let ringing: Vec<usize> = (0..call.forks.len())
-            .filter(|&i| call.forks[i].agent.as_deref() == Some(agent) && call.forks[i].state != ForkState::Done)
+            .filter(|&i| call.forks[i].offer.as_ref().is_some_and(|(a, _)| a == agent))
+            .filter(|&i| call.forks[i].state != ForkState::Done)
             .collect();
         ringing.into_iter().flat_map(|i| self.cancel_fork(key, i, now)).collect()
     }
@@ -256,7 +264,7 @@ impl SipCore {
         let fork = &mut call.forks[i];
         fork.state = ForkState::Done;
         // An exit destination's fork has no agent: the engine is not told.
-        let agent = fork.agent.clone();
+        let agent = fork.offer.as_ref().map(|(agent, _)| agent.clone());
         let agreed = SdpSession::parse(msg.body())
             .map_err(|e| e.to_string())
             .and_then(|answer| read_answer(&q.agent_offer, &answer).map_err(|e| e.0));
@@ -316,16 +324,15 @@ impl SipCore {
     /// agent has, the engine hears why (unless we withdrew the offer ourselves).
     pub(super) fn agent_fork_failed(&mut self, key: CallKey, i: usize, now: Instant) -> Vec<Transmit> {
         let Some(call) = self.calls.get(&key) else { return Vec::new() };
-        let Some(agent) = call.forks.get(i).and_then(|f| f.agent.clone()) else {
+        let Some(offer) = call.forks.get(i).and_then(|f| f.offer.clone()) else {
             return self.exit_fork_failed(key, now);
         };
-        let theirs: Vec<_> = call.forks.iter().filter(|f| f.agent.as_deref() == Some(agent.as_str())).collect();
-        // Only the latest offer to this agent counts (an earlier one ended long ago).
-        let latest = theirs.iter().rev().take_while(|f| !f.cancel || f.state != ForkState::Done).count().max(1);
-        let current = &theirs[theirs.len() - latest..];
+        let current: Vec<_> = call.forks.iter().filter(|f| f.offer.as_ref() == Some(&offer)).collect();
+        // Wait for every contact; an offer we withdrew is the engine's own doing.
         if current.iter().any(|f| f.state != ForkState::Done) || current.iter().all(|f| f.cancel) {
             return Vec::new();
         }
+        let agent = offer.0;
         let statuses: Vec<u16> = current.iter().filter_map(|f| f.status).collect();
         let result = if statuses.iter().any(|s| matches!(s, 486 | 600)) {
             OfferResult::Busy
