@@ -495,10 +495,14 @@ impl SipCore {
         let Some(q) = call.queue.as_mut() else { return };
         let Some(sounds) = &self.sounds else { return };
         let settings = self.settings.acd.queues.get(&q.name).cloned().unwrap_or_default();
-        let parts = crate::prompts::queue_announcement(
+        let mut parts = crate::prompts::queue_announcement(
             settings.announce_position.then_some(position),
             wait.filter(|_| settings.announce_wait),
         );
+        if parts.is_empty() {
+            // Neither position nor wait to say (switched off, or no estimate yet): a plain reminder.
+            parts.push(crate::prompts::Part::clip("queue-thank-you"));
+        }
         let prompt = match sounds.say(&parts) {
             Ok(p) => p,
             Err(error) => {
