@@ -328,11 +328,11 @@ impl SipCore {
                 return Vec::new();
             }
         };
-        if msg.is_request() {
-            self.handle_request(&msg, source, now)
-        } else {
-            self.handle_response(&msg, source, now)
-        }
+        let mut out =
+            if msg.is_request() { self.handle_request(&msg, source, now) } else { self.handle_response(&msg, source, now) };
+        // Whatever happened may have freed an agent or ended a queue call.
+        out.extend(self.run_acd(now));
+        out
     }
 
     fn handle_response(&mut self, msg: &SipMessage, source: Source, now: Instant) -> Vec<Transmit> {

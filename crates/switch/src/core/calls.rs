@@ -2150,7 +2150,10 @@ impl SipCore {
         };
         // A caller not answered yet (a queue that answers with its agent) gets a final response.
         if !matches!(call.state, CallState::Answered | CallState::Queued) || call.invite.is_some() {
-            let (code, reason) = if call.state == CallState::Queued { (480, "Temporarily Unavailable") } else { (503, "Service Unavailable") };
+            let (code, reason) = match call.state {
+                CallState::Queued => (480, "Temporarily Unavailable"),
+                _ => (503, "Service Unavailable"),
+            };
             return self.fail_caller(key, code, reason, Disposition::Failed, by, now);
         }
         let mut out = self.queue_call_ends(key, by, now);
@@ -2184,7 +2187,13 @@ impl SipCore {
 
     /// What a call's media reported: a leg went silent (the call ends), one-way
     /// audio began or ended (logged and counted), or the media ended.
-    pub fn handle_media_report(&mut self, (key, event): crate::media::MediaReport, now: Instant) -> Vec<Transmit> {
+    pub fn handle_media_report(&mut self, report: crate::media::MediaReport, now: Instant) -> Vec<Transmit> {
+        let mut out = self.media_report(report, now);
+        out.extend(self.run_acd(now));
+        out
+    }
+
+    fn media_report(&mut self, (key, event): crate::media::MediaReport, now: Instant) -> Vec<Transmit> {
         let reason = match event {
             Some(MediaEvent::Inactive { silent_for, .. }) => {
                 format!("RTP timeout ({} s without media)", silent_for.as_secs())
