@@ -1,7 +1,8 @@
-//! ACD queues through the real binary: SIPp callers dial 5000 from the trunk
-//! side, SIPp agents registered as 1001-1003 answer (or not). Each test checks
-//! what the peers saw and what the queue log says. Everything runs on
-//! loopback; every wait is bounded.
+//! ACD queues through the real binary: SIPp callers dial 5000 (or 5001) from
+//! the trunk side, SIPp agents registered as 1001-1003 answer (or not), dial
+//! feature codes, and 1004 takes overflow. Each test checks what the peers saw
+//! and what the queue log says. Everything runs on loopback; every wait is
+//! bounded.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{Bench, Sipp, free_port};
+use common::{Bench, Sipp, assert_both_ways, exchange_rtp, free_port, media_sockets};
 use serde_json::Value;
 
 /// The relay's ports for these tests.
@@ -47,6 +48,14 @@ fn served_callers(bench: &Bench, name: &str, calls: u32, rate: u32) -> Sipp {
     Sipp::spawn(&bench.dir, name, "queue_caller_served.xml", trunk_side(bench), free_port(), &args)
 }
 
+/// One caller dialling `number` from the trunk side, staying until the agent (or
+/// whoever the queue sends it to) hangs up.
+fn served_caller(bench: &Bench, name: &str, number: &str) -> Sipp {
+    let rtp = free_port().to_string();
+    let args = ["-s", number, "-key", "rtp_port", &rtp];
+    Sipp::spawn(&bench.dir, name, "queue_caller_served.xml", trunk_side(bench), free_port(), &args)
+}
+
 /// An agent's phone registered as `user`, answering up to `calls` offers and
 /// hanging up after `talk_ms`.
 fn agent(bench: &Bench, user: &str, calls: u32, talk_ms: u32) -> Sipp {
@@ -74,6 +83,37 @@ fn wait_events(bench: &Bench, event: &str, count: usize, wait: Duration) -> Vec<
         assert!(Instant::now() < end, "{count} \"{event}\" events expected, the queue log has:\n{:#?}", queue_log(bench));
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The queue log's events named `event`, in order, so far.
+fn events(bench: &Bench, event: &str) -> Vec<Value> {
+    queue_log(bench).into_iter().filter(|e| e["event"] == event).collect()
+}
+
+/// A queue log event's `time` (RFC 3339, UTC, as the switch writes it) in
+/// seconds since the Unix epoch.
+fn time_s(event: &Value) -> f64 {
+    let text = event["time"].as_str().unwrap_or_else(|| panic!("no time in {event}"));
+    let parsed = text.strip_suffix('Z').and_then(|t| t.split_once('T')).and_then(|(date, clock)| {
+        let date: Vec<i64> = date.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, "0"));
+        let hms: Vec<i64> = hms.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let fraction: f64 = format!("0.{fraction}").parse().ok()?;
+        let ([y, m, d], [h, min, s]) = (<[i64; 3]>::try_from(date).ok()?, <[i64; 3]>::try_from(hms).ok()?);
+        // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        Some((days * 86_400 + h * 3600 + min * 60 + s) as f64 + fraction)
+    });
+    parsed.unwrap_or_else(|| panic!("not an RFC 3339 UTC time: {text}"))
+}
+
+/// The `call_id`s of `events`, in order.
+fn call_ids(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["call_id"].as_str().unwrap_or_else(|| panic!("no call_id in {e}")).to_string()).collect()
 }
 
 /// How many offers each agent's phone logged.
@@ -298,4 +338,217 @@ fn a_waiting_caller_hears_its_position_between_the_music() {
     let (said, music_heard) = (count(&spoken), count(&played));
     assert!(said >= spoken.len() / 2, "\"you are caller number one\" ({} frames) was heard: {said} of them", spoken.len());
     assert!(music_heard >= 40, "music before and after it: {music_heard} frames");
+}
+
+#[test]
+fn an_agent_in_wrap_up_is_not_offered_the_next_caller_until_it_is_over() {
+    let bench = Bench::start("queue-wrapup", &config("members = [\"1001\"]\nwrap_up_s = 2", ""));
+    let mut agent = agent(&bench, "1001", 2, 1000);
+    // Two callers at once: the second waits while the first talks, then during the wrap-up.
+    let mut burst = served_callers(&bench, "callers", 2, 10);
+    burst.succeeds();
+    agent.succeeds();
+    let connects = wait_events(&bench, "connect", 2, Duration::from_secs(5));
+    let completes = wait_events(&bench, "complete", 2, Duration::from_secs(5));
+    let offers = events(&bench, "offer");
+    assert_eq!(offers.len(), 2, "one offer per caller: {offers:#?}");
+    assert_eq!(call_ids(&connects), call_ids(&offers));
+    assert_eq!(completes[0]["call_id"], connects[0]["call_id"]);
+    assert_eq!(completes[0]["reason"], "agent", "{:?}", completes[0]);
+    let first_done = time_s(&completes[0]);
+    // The second offer comes when the wrap-up ends, not before (the times are
+    // written to the nanosecond from the engine's clock; 10 ms of slack for the
+    // wall clock), and not long after.
+    let offered = time_s(&offers[1]) - first_done;
+    assert!((1.99..3.0).contains(&offered), "second offer {offered:.3} s after the first call ended: {offers:#?}");
+    let connected = time_s(&connects[1]) - first_done;
+    assert!(connected >= 2.0, "second caller connected {connected:.3} s after the first call ended: {connects:#?}");
+}
+
+#[test]
+fn a_caller_past_the_maximum_wait_goes_to_the_overflow_endpoint_and_talks_to_it() {
+    // No agent is registered: the caller waits 2 s, then rings 1004, which answers.
+    let bench = Bench::start(
+        "queue-overflow",
+        &config("members = [\"1001\"]\nmax_wait_s = 2\noverflow = \"endpoint:1004\"", ""),
+    );
+    let (a, b, a_port, b_port) = media_sockets();
+    let mut callee = bench.phone("1004", "overflow1004", "b2bua_callee.xml", &["-key", "rtp_port", &b_port]);
+    let mut caller = callers(&bench, "caller", 1, 1, 5000, a_port.parse().unwrap());
+    let relay_a = caller.relay_port();
+    let exit = &wait_events(&bench, "exit", 1, Duration::from_secs(5))[0];
+    assert_eq!(exit["reason"], "max-wait", "{exit}");
+    let waited = exit["wait_s"].as_f64().unwrap();
+    assert!((2.0..3.0).contains(&waited), "{exit}");
+    // 1004's INVITE offers the caller's second relay leg; once it has answered, they talk.
+    let relay_b = callee.relay_port();
+    assert!(
+        bench.switch.wait_for_log(&["agent answered"], Duration::from_secs(5)),
+        "1004 answered the overflow INVITE\n{}",
+        callee.report()
+    );
+    assert_both_ways(&exchange_rtp(&a, relay_a, &b, relay_b, 25), 25);
+    // The caller hangs up at 5 s: 1004 gets the BYE.
+    caller.succeeds();
+    callee.succeeds();
+    // The exit destination is not an agent: no connect, nothing after the
+    // exit; and 1001, never registered, was never offered the caller.
+    let log = queue_log(&bench);
+    let names: Vec<&str> = log.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["enter", "exit"], "{log:#?}");
+}
+
+#[test]
+fn an_agent_who_does_not_answer_is_skipped_and_paused_after_max_no_answer() {
+    let queue = "strategy = \"linear\"\nmembers = [\"1001\", \"1002\"]\nring_timeout_s = 1\nmax_no_answer = 2\n\
+                 retry_s = 0\nno_answer_delay_s = 0";
+    // No retry pause and no no-answer delay: a caller who rang out moves on to
+    // 1002 at once, and 1001 is offered the next caller as soon as it comes.
+    let bench = Bench::start("queue-noanswer", &config(queue, ""));
+    let mut silent = bench.phone("1001", "silent1001", "queue_agent_no_answer.xml", &["-m", "2"]);
+    let mut answering = agent(&bench, "1002", 3, 1000);
+    // One caller at a time. Linear: each starts with 1001, which rings out (1 s)
+    // for the first two; the third finds 1001 paused.
+    for (i, name) in ["caller1", "caller2", "caller3"].into_iter().enumerate() {
+        let mut caller = served_caller(&bench, name, "5000");
+        caller.succeeds();
+        wait_events(&bench, "complete", i + 1, Duration::from_secs(5));
+    }
+    silent.succeeds();
+    answering.succeeds();
+    assert_eq!(silent.log_lines(), ["rang", "rang"], "1001 rang for the first two callers only");
+    assert_eq!(offers(&answering), 3);
+
+    let log = queue_log(&bench);
+    let at = |event: &str, agent: &str| -> Vec<usize> {
+        (0..log.len()).filter(|&i| log[i]["event"] == event && log[i]["agent"] == agent).collect()
+    };
+    let no_answers = at("no-answer", "1001");
+    assert_eq!(no_answers.len(), 2, "{log:#?}");
+    for &i in &no_answers {
+        let rang = log[i]["ring_s"].as_f64().unwrap();
+        assert!((1.0..2.0).contains(&rang), "the ring timeout is 1 s: {}", log[i]);
+    }
+    let pauses = at("pause", "1001");
+    assert_eq!(pauses.len(), 1, "{log:#?}");
+    assert_eq!(log[pauses[0]]["reason"], "max-no-answer");
+    assert!(pauses[0] > no_answers[1], "paused after the second miss: {log:#?}");
+    let offered_1001 = at("offer", "1001");
+    assert_eq!(offered_1001.len(), 2, "{log:#?}");
+    assert!(offered_1001.iter().all(|&i| i < pauses[0]), "1001 was offered a caller while paused: {log:#?}");
+    assert!(at("no-answer", "1002").is_empty() && at("pause", "1002").is_empty(), "{log:#?}");
+    let connects = events(&bench, "connect");
+    assert!(connects.iter().all(|c| c["agent"] == "1002"), "{connects:#?}");
+    assert_eq!(call_ids(&connects), call_ids(&events(&bench, "enter")), "every caller was served, in order");
+}
+
+/// Callers A (sales), B (support), C (sales), D (support) join in that order
+/// while no agent is registered; support has the higher weight. Then 1001
+/// registers, and once it talks 1002 does; each talks 2 s, then takes the
+/// next caller. Returns the call ids in the order they joined and in the order
+/// they were offered (each once).
+fn two_queues_then_agents(name: &str, longest_waiting_across_queues: bool) -> (Vec<String>, Vec<String>) {
+    let extra = format!(
+        "[acd]\nlongest_waiting_across_queues = {longest_waiting_across_queues}\n\
+         [queues.sales]\nmembers = [\"1001\", \"1002\"]\n\
+         [[dialplan.external]]\nexact = \"5001\"\nqueue = \"sales\"\n"
+    );
+    let bench = Bench::start(name, &config("members = [\"1001\", \"1002\"]\nweight = 5", &extra));
+    let mut callers = Vec::new();
+    for (i, (caller, number)) in [("A", "5001"), ("B", "5000"), ("C", "5001"), ("D", "5000")].into_iter().enumerate() {
+        callers.push(served_caller(&bench, caller, number));
+        // Each joins before the next dials: the join order is the test's.
+        wait_events(&bench, "enter", i + 1, Duration::from_secs(5));
+    }
+    let enters = events(&bench, "enter");
+    let queues: Vec<&str> = enters.iter().map(|e| e["queue"].as_str().unwrap()).collect();
+    assert_eq!(queues, ["sales", "support", "sales", "support"]);
+    // Registered, 1001 is offered a caller at once (its phone starts listening
+    // just after: the INVITE's retransmission reaches it).
+    let mut first = agent(&bench, "1001", 2, 2000);
+    wait_events(&bench, "connect", 1, Duration::from_secs(5));
+    let mut second = agent(&bench, "1002", 2, 2000);
+    for caller in &mut callers {
+        caller.succeeds();
+    }
+    first.succeeds();
+    second.succeeds();
+    wait_events(&bench, "complete", 4, Duration::from_secs(5));
+    let offers = events(&bench, "offer");
+    assert_eq!(offers.len(), 4, "each caller offered once: {:#?}", queue_log(&bench));
+    // The agents took turns: 1001, 1002, then whoever freed first (1001).
+    let agents: Vec<&str> = offers.iter().map(|o| o["agent"].as_str().unwrap()).collect();
+    assert_eq!(agents, ["1001", "1002", "1001", "1002"], "{offers:#?}");
+    assert_eq!(call_ids(&events(&bench, "connect")), call_ids(&offers));
+    (call_ids(&enters), call_ids(&offers))
+}
+
+#[test]
+fn with_longest_waiting_across_queues_a_freed_agent_takes_the_longest_waiting_caller_of_any_queue() {
+    let (joined, offered) = two_queues_then_agents("queue-longest", true);
+    assert_eq!(offered, joined, "A, B, C, D: by wait, whatever the queues' weights");
+}
+
+#[test]
+fn by_default_a_freed_agent_takes_the_callers_of_its_heaviest_queue_first() {
+    let (joined, offered) = two_queues_then_agents("queue-weight", false);
+    let [a, b, c, d] = <[String; 4]>::try_from(joined).unwrap();
+    assert_eq!(offered, [b, d, a, c], "support (weight 5) first: B, D, then sales: A, C");
+}
+
+#[test]
+fn an_agent_logs_out_and_back_in_with_feature_codes() {
+    let bench = Bench::start("queue-codes", &config("strategy = \"linear\"\nmembers = [\"1001\", \"1002\"]", ""));
+    let mut first = agent(&bench, "1001", 1, 1000);
+    let mut second = agent(&bench, "1002", 1, 1000);
+    let rtp = free_port().to_string();
+    let feature = |name: &str, code: &str| {
+        let mut phone = bench.caller(name, "queue_feature_code.xml", code, &["-key", "rtp_port", &rtp]);
+        // Answered, the confirmation plays, then the switch hangs up.
+        phone.succeeds();
+        assert_eq!(phone.log_lines(), ["answered", "hung up"]);
+    };
+
+    // *46: 1001 logs out. Linear would offer it the next caller first; 1002 gets it.
+    feature("logout", "*46");
+    let logout = &wait_events(&bench, "logout", 1, Duration::from_secs(5))[0];
+    assert_eq!(logout["agent"], "1001");
+    let mut caller = served_caller(&bench, "caller1", "5000");
+    caller.succeeds();
+    second.succeeds();
+    let connect = &wait_events(&bench, "connect", 1, Duration::from_secs(5))[0];
+    assert_eq!(connect["agent"], "1002", "{:#?}", queue_log(&bench));
+    wait_events(&bench, "complete", 1, Duration::from_secs(5));
+
+    // *45: back in; the next caller goes to 1001 (first in line again).
+    feature("login", "*45");
+    let login = &wait_events(&bench, "login", 1, Duration::from_secs(5))[0];
+    assert_eq!(login["agent"], "1001");
+    let mut caller = served_caller(&bench, "caller2", "5000");
+    caller.succeeds();
+    first.succeeds();
+    let connects = wait_events(&bench, "connect", 2, Duration::from_secs(5));
+    assert_eq!(connects[1]["agent"], "1001", "{:#?}", queue_log(&bench));
+    let offered = events(&bench, "offer");
+    let agents: Vec<&str> = offered.iter().map(|o| o["agent"].as_str().unwrap()).collect();
+    assert_eq!(agents, ["1002", "1001"], "1001 was not offered a caller while logged out: {offered:#?}");
+    assert_eq!((offers(&first), offers(&second)), (1, 1));
+}
+
+/// An agent whose phone has not registered since the switch started is not
+/// offered callers (an offer would fail and keep it out for the busy delay);
+/// once it registers, it is offered the waiting caller at once.
+#[test]
+fn an_agent_who_registers_after_a_caller_joined_is_offered_it_at_once() {
+    let bench = Bench::start("queue-late-agent", &config("members = [\"1001\"]", ""));
+    let mut caller = served_caller(&bench, "caller", "5000");
+    wait_events(&bench, "enter", 1, Duration::from_secs(5));
+    let mut agent = agent(&bench, "1001", 1, 500);
+    // Registered, the agent is offered the caller at once (its phone gets the
+    // INVITE's retransmission 500 ms later and answers 300 ms after that).
+    wait_events(&bench, "connect", 1, Duration::from_secs(3));
+    caller.succeeds();
+    agent.succeeds();
+    let failed = events(&bench, "failed");
+    assert!(failed.is_empty(), "an agent with no registered phone was offered the caller: {failed:#?}");
 }

@@ -53,6 +53,8 @@ pub(super) struct QueueCall {
     pub(super) waiting: bool,
     /// An announcement plays; music on hold comes back then.
     pub(super) music_resumes: Option<Instant>,
+    /// The endpoint the caller was sent on to (an exit destination), busy once it answers.
+    sent_to: Option<String>,
 }
 
 impl SipCore {
@@ -158,6 +160,7 @@ impl SipCore {
             agent: None,
             waiting: true,
             music_resumes: None,
+            sent_to: None,
         }));
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         let mut out = Vec::new();
@@ -313,8 +316,15 @@ impl SipCore {
             out.extend(self.respond_caller(key, 200, "OK", Some(&sdp), now));
         }
         self.set_deadline(key, None);
-        if let Some(agent) = &agent {
-            self.acd.offer_result(CallId(key), agent, OfferResult::Answered, now);
+        match &agent {
+            Some(agent) => self.acd.offer_result(CallId(key), agent, OfferResult::Answered, now),
+            // An exit destination: an endpoint on a call like any other (the engine did not connect it).
+            None => {
+                let sent_to = self.calls.get(&key).and_then(|c| c.queue.as_ref()?.sent_to.clone());
+                if let Some(endpoint) = sent_to {
+                    self.endpoint_call_began(key, &endpoint, now);
+                }
+            }
         }
         out.extend(self.run_acd(now));
         out
@@ -430,8 +440,11 @@ impl SipCore {
                 return self.end_call(key, HangupBy::Switch, "queue exit destination unavailable", now);
             }
         };
-        let call = &self.calls[&key];
-        let q = call.queue.as_ref().expect("a queued call");
+        let call = self.calls.get_mut(&key).expect("a queued call");
+        let q = call.queue.as_mut().expect("a queued call");
+        if let Callees::Endpoint(id) = &callees {
+            q.sent_to = Some(id.clone());
+        }
         let body = Bytes::from(q.agent_offer.to_string());
         let caller_id = CallerId { display: None, user: q.caller_number.clone() };
         let first = call.forks.len();
