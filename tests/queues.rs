@@ -552,3 +552,35 @@ fn an_agent_who_registers_after_a_caller_joined_is_offered_it_at_once() {
     let failed = events(&bench, "failed");
     assert!(failed.is_empty(), "an agent with no registered phone was offered the caller: {failed:#?}");
 }
+
+/// Sends SIGHUP to the switch (a configuration reload).
+fn reload(bench: &Bench) {
+    let status = std::process::Command::new("kill").args(["-HUP", &bench.switch.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_reload_adds_a_member_and_keeps_the_waiting_caller_while_a_bad_file_changes_nothing() {
+    let bench = Bench::start("queue-reload", &config("members = [\"1001\"]", ""));
+    let mut caller = served_caller(&bench, "caller", "5000");
+    wait_events(&bench, "enter", 1, Duration::from_secs(5));
+    let path = bench.switch.dir.join("tandem.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    // A member that is no endpoint: refused, with the reason, and the queue runs on.
+    std::fs::write(&path, original.replace("members = [\"1001\"]", "members = [\"1001\", \"2002\"]")).unwrap();
+    reload(&bench);
+    assert!(
+        bench.switch.wait_for_log(&["configuration not reloaded", "\\\"2002\\\" is not a defined endpoint"], Duration::from_secs(5)),
+        "{:#?}",
+        bench.switch.log_lines()
+    );
+    // 1002 joins the queue: once its phone registers it gets the caller who was waiting all along.
+    std::fs::write(&path, original.replace("members = [\"1001\"]", "members = [\"1001\", \"1002\"]")).unwrap();
+    reload(&bench);
+    assert!(bench.switch.wait_for_log(&["configuration reloaded"], Duration::from_secs(5)));
+    let mut agent = agent(&bench, "1002", 1, 500);
+    caller.succeeds();
+    agent.succeeds();
+    assert_eq!(events(&bench, "enter").len(), 1, "the caller waited through both reloads: {:#?}", queue_log(&bench));
+    assert_eq!(wait_events(&bench, "connect", 1, Duration::from_secs(5))[0]["agent"], "1002");
+}

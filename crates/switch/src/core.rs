@@ -169,6 +169,24 @@ impl SipCore {
         self
     }
 
+    /// A new configuration (SIGHUP): endpoints, the dial plan, queues and
+    /// agents change; calls, registrations, waiting callers, agents' state and
+    /// queue counters stay. Everything else needs a restart. A queue removed
+    /// sends its callers to hang-up. Refused whole if the ACD part is.
+    pub fn reload(&mut self, new: CoreSettings, now: Instant) -> Result<Vec<Transmit>, String> {
+        self.acd.reconfigure(new.acd.engine.clone(), now).map_err(|e| e.to_string())?;
+        self.settings.endpoints = new.endpoints;
+        self.settings.dialplan = new.dialplan;
+        self.settings.acd = new.acd;
+        // Agents new to the configuration start as their phones are.
+        let agents: Vec<String> = self.settings.acd.engine.agents.iter().map(|a| a.id.clone()).collect();
+        for agent in agents {
+            self.devices.remove(&agent);
+            self.update_device(&agent, now);
+        }
+        Ok(self.run_acd(now))
+    }
+
     /// The ACD engine, to read queue statistics and agents.
     pub fn acd(&self) -> &acd_engine::Engine {
         &self.acd

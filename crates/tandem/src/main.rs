@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    match runtime.block_on(run(cfg, &cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -75,7 +75,7 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn run(mut cfg: Config) -> Result<(), String> {
+async fn run(mut cfg: Config, config_path: &std::path::Path) -> Result<(), String> {
     if !cfg.demo_endpoints.is_empty() {
         warn!(endpoints = %cfg.demo_endpoints.join(","), "demo passwords in use: change them before exposing the switch");
     }
@@ -148,6 +148,7 @@ async fn run(mut cfg: Config) -> Result<(), String> {
     let mut memory = FreedMemory::default();
     let router = Router::new();
     let (router_answers, mut router_answers_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut reload = reload_signal();
     info!("tandem is running");
     loop {
         for request in core.take_router_requests() {
@@ -196,6 +197,21 @@ async fn run(mut cfg: Config) -> Result<(), String> {
             Some(report) = media_reports.recv() => {
                 for t in core.handle_media_report(report, Instant::now()) {
                     transport.send(t.target, t.data);
+                }
+            }
+            Some(()) = reload.recv() => {
+                // The running configuration stays unless the new one is whole and valid.
+                match config::load(config_path) {
+                    Ok(new) => match core.reload(new.core, Instant::now()) {
+                        Ok(out) => {
+                            for t in out {
+                                transport.send(t.target, t.data);
+                            }
+                            info!(path = %config_path.display(), "configuration reloaded: endpoints, dial plan, queues and agents");
+                        }
+                        Err(e) => error!(path = %config_path.display(), "configuration not reloaded: {e}"),
+                    },
+                    Err(e) => error!(path = %config_path.display(), "configuration not reloaded: {e}"),
                 }
             }
             _ = &mut shutdown => break,
@@ -395,6 +411,29 @@ dropped_other={} send_errors={} relatches={} relay_latency_p50_us<={} relay_late
             last = line;
         }
     }
+}
+
+/// A message for each SIGHUP (none where there are no signals).
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // One reload pending is enough: a second SIGHUP meanwhile reads the same file.
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => warn!("no SIGHUP reload: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 async fn shutdown_signal() {
