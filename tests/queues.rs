@@ -172,20 +172,10 @@ fn a_waiting_caller_hears_music_on_hold_and_counts_as_abandoned_when_it_hangs_up
     // No agent is registered: the caller waits, hears music, and gives up.
     let bench = Bench::start("queue-moh", &config("members = [\"1001\"]", ""));
     let media = UdpSocket::bind("127.0.0.1:0").unwrap();
-    media.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let port = media.local_addr().unwrap().port();
     let mut caller = callers(&bench, "caller", 1, 1, 3000, port);
-    let relay = caller.relay_port();
     // Music is sent to the caller's SDP address; count what arrives from the relay.
-    let (mut packets, end) = (0, Instant::now() + Duration::from_secs(2));
-    let mut buf = [0u8; 2048];
-    while Instant::now() < end {
-        if let Ok((n, from)) = media.recv_from(&mut buf) {
-            if from == relay && n == 12 + 160 && buf[1] & 0x7f == 0 {
-                packets += 1;
-            }
-        }
-    }
+    let packets = music_packets(&media, caller.relay_port(), Duration::from_secs(2));
     assert!(packets >= 60, "about 50 packets a second of PCMU music on hold, got {packets} in 2 s");
     caller.succeeds();
     let abandon = &wait_events(&bench, "abandon", 1, Duration::from_secs(5))[0];

@@ -1172,8 +1172,8 @@ mod tests {
     fn a_key_press_is_one_digit_whatever_the_redundant_end_packets() {
         let t0 = Instant::now();
         let mut s = bridged(t0);
-        let mut send = |leg: Leg, from: &str, pt: u8, seq: u16, ts: u32, event: u8, end: bool, s: &mut MediaSession| {
-            let event = TelephoneEvent { event, end, volume: 10, duration: 160 * u16::from(seq % 8 + 1) };
+        let send = |leg: Leg, from: &str, pt: u8, seq: u16, ts: u32, event: u8, end: bool, s: &mut MediaSession| {
+            let event = TelephoneEvent { event, end, volume: 10, duration: 160 * (seq % 8 + 1) };
             let mut buf = vec![0; 16];
             write_packet(&mut buf, pt, !end, seq, ts, 0xaaaa, &event.to_bytes()).unwrap();
             s.on_rtp(leg, addr(from), &mut buf, t0);
