@@ -138,6 +138,21 @@ pub(crate) struct Party {
 }
 
 impl Party {
+    /// Our SDP for this side's INVITE: the answer to its offer, or (an INVITE
+    /// without one) our offer, whose answer comes in the ACK.
+    fn answer_invite(&mut self, offer: Option<SdpSession>) -> String {
+        let answer = match &offer {
+            Some(offer) => self.sdp.answer(offer, &self.agreed, self.local_rtp),
+            None => {
+                let ours = self.sdp.offer(self.local_rtp, &self.agreed.audio);
+                self.awaiting_answer = Some(ours.clone());
+                ours
+            }
+        };
+        self.remote_offer = offer;
+        answer.to_string()
+    }
+
     /// A refresh happened (either way): the session runs for another interval.
     fn touch_timer(&mut self, now: Instant) {
         if let Some(t) = &self.timer {
@@ -519,17 +534,7 @@ impl SipCore {
             Ok(p) => p,
             Err(refusal) => return self.refuse(req, tx, number, label, refusal, now),
         };
-        let local_rtp = leg.local_rtp();
-        let answer = match &offer {
-            Some(offer) => caller.sdp.answer(offer, &caller.agreed, local_rtp),
-            None => {
-                let ours = caller.sdp.offer(local_rtp, &caller.agreed.audio);
-                caller.awaiting_answer = Some(ours.clone());
-                ours
-            }
-        }
-        .to_string();
-        caller.remote_offer = offer;
+        let answer = caller.answer_invite(offer);
         caller.dialog.confirm();
         let key = self.new_call_key();
         let media = self.media.as_ref().expect("checked").echo(leg, params);
@@ -1595,12 +1600,9 @@ impl SipCore {
         };
         let call = self.calls.get(&key).expect("looked up");
         let (transferor, transferee) = (call.party(side).expect("looked up"), call.party(side.other()).expect("answered"));
-        // The target is offered the codec the transferee uses now (the relay does
-        // not transcode), on the transferor's leg, which the target takes over.
-        let mut audio = transferee.agreed.audio.clone();
-        audio.codecs.truncate(1);
-        audio.direction = Direction::SendRecv;
-        audio.rtcp_mux = false;
+        // The target is offered the codec the transferee uses now, on the
+        // transferor's leg, which the target takes over.
+        let audio = same_codec_offer(&transferee.agreed.audio);
         let mut sdp = LocalSession::new(rand::random(), transferor.local_rtp.ip());
         let offer = sdp.offer(transferor.local_rtp, &audio);
         let body = Bytes::from(offer.to_string());
@@ -2441,6 +2443,17 @@ fn offered_direction(line: &crate::sdp::MediaLine) -> Direction {
 }
 
 /// The relay's view of an agreement: where the peer is and its payload types.
+/// What to offer a new party joining someone already talking: the codec they
+/// use now (the relay does not transcode), sendrecv, RTCP on its own port
+/// (an offerer cannot know the peer takes rtcp-mux).
+fn same_codec_offer(audio: &AudioParams) -> AudioParams {
+    let mut offer = audio.clone();
+    offer.codecs.truncate(1);
+    offer.direction = Direction::SendRecv;
+    offer.rtcp_mux = false;
+    offer
+}
+
 fn leg_params(agreed: &AudioAgreement) -> Result<LegParams, String> {
     let payloads: Vec<(u8, MediaCodec)> = agreed
         .audio

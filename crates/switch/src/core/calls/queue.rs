@@ -24,12 +24,15 @@ use media_relay::{BridgeParams, Leg, LegParams, Mode};
 use sip_transport::SipMessage;
 use tracing::{debug, info, warn};
 
-use super::{Call, CallState, CallerId, CallerInvite, Callees, ForkState, Media, Refusal, Side, caller_of, leg_params};
+use super::{
+    Call, CallState, CallerId, CallerInvite, Callees, ForkState, Media, Refusal, Side, caller_of, leg_params,
+    same_codec_offer,
+};
 use crate::cdr::HangupBy;
 use crate::core::{Req, SipCore};
 use crate::dialplan::QueueTarget;
 use crate::media::{CallKey, MediaCommand, spawn_media_task};
-use crate::sdp::{Direction, LocalSession, SdpSession, read_answer};
+use crate::sdp::{LocalSession, SdpSession, read_answer};
 use crate::settings::{Profile, QueueExit};
 
 /// Headers on an agent's INVITE, for a softphone or CRM to show the caller.
@@ -119,22 +122,8 @@ impl SipCore {
             return out;
         }
 
-        let local_rtp = caller_leg.local_rtp();
-        let answer = match &offer {
-            Some(offer) => caller.sdp.answer(offer, &caller.agreed, local_rtp),
-            None => {
-                let ours = caller.sdp.offer(local_rtp, &caller.agreed.audio);
-                caller.awaiting_answer = Some(ours.clone());
-                ours
-            }
-        }
-        .to_string();
-        caller.remote_offer = offer;
-        // Agents are offered the caller's codec: the relay does not transcode.
-        let mut audio = caller.agreed.audio.clone();
-        audio.codecs.truncate(1);
-        audio.direction = Direction::SendRecv;
-        audio.rtcp_mux = false;
+        let answer = caller.answer_invite(offer);
+        let audio = same_codec_offer(&caller.agreed.audio);
         let agent_rtp = agent_leg.local_rtp();
         let mut agent_sdp = LocalSession::new(rand::random(), agent_rtp.ip());
         let agent_offer = agent_sdp.offer(agent_rtp, &audio);
