@@ -224,12 +224,23 @@ fn a_queue_that_does_not_answer_plays_music_as_early_media_and_answers_with_the_
 fn the_exit_key_sends_a_waiting_caller_to_its_destination() {
     // Nobody answers the queue; the caller presses 9 (RFC 4733 events from
     // SIPp's own capture) and reaches the desk phone 1004.
+    exit_key_test("queue-exit-key", "queue_caller_exit_key.xml", &["-mi", "127.0.0.1"]);
+}
+
+#[test]
+fn the_exit_key_pressed_by_sip_info_sends_a_waiting_caller_to_its_destination() {
+    let rtp = free_port().to_string();
+    exit_key_test("queue-exit-key-info", "queue_caller_exit_key_info.xml", &["-key", "rtp_port", &rtp]);
+}
+
+/// A caller of a queue nobody answers presses 9 (with `scenario`) and reaches the desk phone 1004.
+fn exit_key_test(name: &str, scenario: &str, args: &[&str]) {
     let queue = "members = [\"1001\"]\nexit_key = \"9\"\nexit_to = \"endpoint:1004\"";
-    let bench = Bench::start("queue-exit-key", &config(queue, ""));
+    let bench = Bench::start(name, &config(queue, ""));
     let rtp = free_port().to_string();
     let mut desk = bench.phone("1004", "desk1004", "b2bua_callee.xml", &["-key", "rtp_port", &rtp]);
-    let args = ["-s", "5000", "-mi", "127.0.0.1", "-d", "3000"];
-    let mut caller = Sipp::spawn(&bench.dir, "caller", "queue_caller_exit_key.xml", trunk_side(&bench), free_port(), &args);
+    let args = [&["-s", "5000", "-d", "3000"], args].concat();
+    let mut caller = Sipp::spawn(&bench.dir, "caller", scenario, trunk_side(&bench), free_port(), &args);
     caller.succeeds();
     desk.succeeds();
     let exit = &wait_events(&bench, "exit-key", 1, Duration::from_secs(5))[0];

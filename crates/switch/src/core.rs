@@ -40,7 +40,7 @@ use calls::{Call, ClientRole, Side};
 pub use calls::RouterRequest;
 
 /// Methods the switch accepts (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, REFER";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, REFER, INFO";
 /// Option tags the switch supports (the Supported header): session timers (RFC 4028)
 /// and reliable provisional responses (RFC 3262).
 pub const SUPPORTED: &[&str] = &["timer", "100rel"];
@@ -469,7 +469,8 @@ impl SipCore {
             | Method::Bye
             | Method::Update
             | Method::Prack
-            | Method::Refer => {}
+            | Method::Refer
+            | Method::Info => {}
             _ => return self.reply(req, tx, 405, "Method Not Allowed", &[("Allow", ALLOW)], now),
         }
         if self.is_loop(msg) {
@@ -507,7 +508,7 @@ impl SipCore {
         }
         // Requests inside a dialog belong to its call; the dialog (its unguessable
         // tags) is their authentication (RFC 3261 §12.2.2).
-        if matches!(req.method, Method::Invite | Method::Bye | Method::Update | Method::Prack | Method::Refer) {
+        if matches!(req.method, Method::Invite | Method::Bye | Method::Update | Method::Prack | Method::Refer | Method::Info) {
             match DialogId::of_request(msg) {
                 Some(id) => return self.in_dialog(req, tx, &id, now),
                 None if *req.method != Method::Invite => {

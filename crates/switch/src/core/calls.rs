@@ -1536,6 +1536,7 @@ impl SipCore {
         }
         match req.method {
             Method::Prack => self.prack(req, tx, key, now),
+            Method::Info => self.info(req, tx, key, side, now),
             Method::Refer => self.refer(req, tx, key, side, now),
             Method::Bye if self.calls[&key].transfer.as_ref().is_some_and(|t| t.from == side) => {
                 // The transferor leaves; the transfer goes on without it.
@@ -1879,6 +1880,29 @@ impl SipCore {
             return self.hang_up(key, transfer.from, HangupBy::Caller, "transfer failed", now);
         }
         self.notify_transferor(key, transfer.from, code, reason, true, now)
+    }
+
+    /// INFO in a call: a key press (`application/dtmf-relay` or
+    /// `application/dtmf`, as phones send them) is taken like an RFC 4733 one
+    /// (queues' exit key); it is not passed on to the other side. Other
+    /// packages are acknowledged and ignored.
+    fn info(&mut self, req: &Req<'_>, tx: ServerTxId, key: CallKey, side: Side, now: Instant) -> Vec<Transmit> {
+        let content_type = req.msg.content_type().ok().flatten().unwrap_or_default().to_ascii_lowercase();
+        let body = std::str::from_utf8(req.msg.body()).unwrap_or_default();
+        let digit = match content_type.as_str() {
+            "application/dtmf-relay" => info_dtmf_relay(body),
+            "application/dtmf" => info_key(body.trim()),
+            _ => None,
+        };
+        let is_dtmf = content_type.starts_with("application/dtmf");
+        if is_dtmf && digit.is_none() {
+            return self.reply(req, tx, 400, "Bad Request (no key in the DTMF body)", &[], now);
+        }
+        let mut out = self.reply(req, tx, 200, "OK", &[], now);
+        if let Some(digit) = digit {
+            out.extend(self.digit_pressed(key, side, digit, now));
+        }
+        out
     }
 
     /// The caller acknowledges our reliable provisional response (RFC 3262 §7.2).
@@ -2443,6 +2467,29 @@ fn offered_direction(line: &crate::sdp::MediaLine) -> Direction {
 }
 
 /// The relay's view of an agreement: where the peer is and its payload types.
+/// The key of an `application/dtmf-relay` body (`Signal=5`, `Duration=160`).
+/// Some phones send `*` and `#` as 10 and 11.
+fn info_dtmf_relay(body: &str) -> Option<char> {
+    let signal = body.lines().find_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("signal").then(|| value.trim())
+    })?;
+    info_key(signal)
+}
+
+/// One key: `0`-`9`, `*`, `#`, `A`-`D` (either case), or 10/11 for `*`/`#`.
+fn info_key(text: &str) -> Option<char> {
+    match text {
+        "10" => Some('*'),
+        "11" => Some('#'),
+        _ => {
+            let mut chars = text.chars();
+            let key = chars.next()?.to_ascii_uppercase();
+            (chars.next().is_none() && "0123456789*#ABCD".contains(key)).then_some(key)
+        }
+    }
+}
+
 /// What to offer a new party joining someone already talking: the codec they
 /// use now (the relay does not transcode), sendrecv, RTCP on its own port
 /// (an offerer cannot know the peer takes rtcp-mux).
@@ -2563,4 +2610,24 @@ pub(super) fn our_contact(transport: Transport, local: SocketAddr) -> String {
 /// Our Via (without branch) on a listener.
 pub(super) fn our_via(transport: Transport, local: SocketAddr) -> String {
     format!("SIP/2.0/{transport} {local};rport")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_bodies_give_their_key() {
+        assert_eq!(info_dtmf_relay("Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(info_dtmf_relay("signal= #\nDuration=100"), Some('#'));
+        assert_eq!(info_dtmf_relay("Signal=11\r\nDuration=100"), Some('#'), "11 is # for some phones");
+        assert_eq!(info_dtmf_relay("Signal=10"), Some('*'));
+        assert_eq!(info_dtmf_relay("Signal=d"), Some('D'));
+        assert_eq!(info_dtmf_relay("Duration=160"), None, "no signal");
+        assert_eq!(info_dtmf_relay("Signal=12"), None, "not a key");
+        assert_eq!(info_dtmf_relay("Signal=55"), None);
+        assert_eq!(info_key("7"), Some('7'));
+        assert_eq!(info_key(""), None);
+        assert_eq!(info_key("x"), None);
+    }
 }
