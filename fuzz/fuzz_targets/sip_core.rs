@@ -60,6 +60,7 @@ fn settings() -> CoreSettings {
         },
         registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
         acd: Default::default(),
+        ivr: Default::default(),
         dialplan: DialPlan {
             internal: vec![Rule::new(NumberMatch::Prefix("4".into()), Destination::Hangup { status: 486 }, Duration::from_secs(30)).unwrap()],
             external: vec![Rule::new(NumberMatch::pattern("(1[0-9]+)").unwrap(), Destination::Endpoint(Template::parse("$1").unwrap()), Duration::from_secs(30)).unwrap()],

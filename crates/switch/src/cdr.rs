@@ -51,6 +51,9 @@ pub struct Cdr {
     pub status: u16,
     pub reason: String,
     pub hangup_by: HangupBy,
+    /// The reference the caller typed in an IVR (account or customer number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact_ref: Option<String>,
 }
 
 fn secs_between(from: SystemTime, to: SystemTime) -> f64 {
@@ -86,6 +89,7 @@ impl Cdr {
             status,
             reason,
             hangup_by,
+            contact_ref: None,
         }
     }
 }

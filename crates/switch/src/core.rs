@@ -94,6 +94,10 @@ pub struct SipCore {
     sounds: Option<std::sync::Arc<crate::prompts::Sounds>>,
     queue_log: Option<crate::queue_log::QueueLogSink>,
     router_requests: Vec<RouterRequest>,
+    /// The IVRs' PIN rules (created and removed at run time by the control
+    /// plane), and the count of wrong PINs per caller.
+    dispatch_rules: pin_ivr::DispatchRules,
+    pin_attempts: pin_ivr::AttemptLimiter,
 }
 
 /// The parts of a validated request the checks below need.
@@ -124,6 +128,14 @@ impl SipCore {
             acd.device_state(&agent.id, offline, now);
             devices.insert(agent.id.clone(), offline);
         }
+        // Checked when the configuration was loaded: what fails here is logged, not fatal.
+        let mut dispatch_rules = pin_ivr::DispatchRules::default();
+        for rule in settings.ivr.rules.iter().cloned() {
+            if let Err(error) = dispatch_rules.add(rule) {
+                tracing::error!(%error, "a dispatch rule is refused");
+            }
+        }
+        let pin_attempts = pin_ivr::AttemptLimiter::new(settings.ivr.limiter.clone());
         SipCore {
             settings,
             transactions,
@@ -154,6 +166,8 @@ impl SipCore {
             sounds: None,
             queue_log: None,
             router_requests: Vec::new(),
+            dispatch_rules,
+            pin_attempts,
         }
     }
 
@@ -185,6 +199,11 @@ impl SipCore {
             self.update_device(&agent, now);
         }
         Ok(self.run_acd(now))
+    }
+
+    /// The IVRs' dispatch rules: the control plane adds and removes them at run time.
+    pub fn dispatch_rules(&mut self) -> &mut pin_ivr::DispatchRules {
+        &mut self.dispatch_rules
     }
 
     /// The ACD engine, to read queue statistics and agents.

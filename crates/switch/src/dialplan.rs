@@ -123,6 +123,8 @@ pub enum Destination {
     Echo,
     /// Wait in an ACD queue for an agent.
     Queue(QueueTarget),
+    /// Type a PIN or a reference in this IVR.
+    Ivr(String),
     /// Refuse with this status.
     Hangup { status: u16 },
 }
@@ -149,7 +151,7 @@ impl Rule {
     pub fn new(matcher: NumberMatch, destination: Destination, ring_timeout: Duration) -> Result<Rule, String> {
         let template = match &destination {
             Destination::Endpoint(t) | Destination::Trunk { number: t, .. } => Some(t),
-            Destination::Echo | Destination::Queue(_) => None,
+            Destination::Echo | Destination::Queue(_) | Destination::Ivr(_) => None,
             Destination::Hangup { status } => {
                 if !(400..700).contains(status) {
                     return Err(format!("hangup status must be 400-699 (got {status})"));
@@ -189,6 +191,7 @@ pub enum Route {
     Trunk { trunk: String, number: String, ring_timeout: Duration },
     Echo,
     Queue(QueueTarget),
+    Ivr { name: String },
     Hangup { status: u16 },
 }
 
@@ -216,6 +219,7 @@ impl DialPlan {
                 },
                 Destination::Echo => Route::Echo,
                 Destination::Queue(target) => Route::Queue(target.clone()),
+                Destination::Ivr(name) => Route::Ivr { name: name.clone() },
                 Destination::Hangup { status } => Route::Hangup { status: *status },
             })
         })

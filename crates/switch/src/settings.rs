@@ -101,6 +101,15 @@ pub struct CoreSettings {
     pub registrar: RegistrarConfig,
     pub dialplan: crate::dialplan::DialPlan,
     pub acd: AcdSettings,
+    pub ivr: IvrSettings,
+}
+
+/// IVRs by name, the dispatch rules they start with, and the limit on wrong PINs.
+#[derive(Clone, Debug, Default)]
+pub struct IvrSettings {
+    pub ivrs: HashMap<String, std::sync::Arc<pin_ivr::IvrConfig>>,
+    pub rules: Vec<pin_ivr::Rule>,
+    pub limiter: pin_ivr::LimiterConfig,
 }
 
 /// ACD queues: the engine's configuration, and what the switch does around
@@ -154,6 +163,8 @@ pub enum QueueExit {
     Queue(String),
     Endpoint(String),
     Trunk { trunk: String, number: String },
+    /// A SIP URI with an IP address (a meeting server).
+    Uri(String),
 }
 
 /// What an agent dials to change their status (Asterisk habits: `*45`/`*46`).

@@ -247,6 +247,7 @@ mod tests {
             },
             registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
             acd: Default::default(),
+            ivr: Default::default(),
             dialplan: DialPlan::default(),
         }
     }

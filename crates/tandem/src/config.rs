@@ -25,6 +25,7 @@ use media_relay::{Prompt, RelayConfig};
 use toml::Spanned;
 
 mod acd;
+mod ivr;
 
 /// A configuration error, already worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,9 @@ struct Raw {
     acd: acd::RawAcd,
     agents: BTreeMap<String, Spanned<acd::RawAgent>>,
     queues: BTreeMap<String, Spanned<acd::RawQueue>>,
+    ivrs: BTreeMap<String, Spanned<ivr::RawIvr>>,
+    dispatch: Vec<Spanned<ivr::RawRule>>,
+    pin: ivr::RawPin,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +133,7 @@ struct RawRule {
     number: Option<String>,
     echo: Option<bool>,
     queue: Option<String>,
+    ivr: Option<String>,
     /// For a queue: the callers' priority and required skills.
     priority: Option<u8>,
     skills: Option<Vec<String>>,
@@ -512,11 +517,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         )),
     };
     let known = acd::Known { endpoints: &endpoints, trunks: &trunks };
+    let ivr = ivr::parse(&src, &raw.ivrs, &raw.dispatch, &raw.pin, &raw.queues, &known)?;
     let (acd, queue_log) = acd::parse(&src, &raw.acd, &raw.agents, &raw.queues, known)?;
-    let queues: Vec<&str> = raw.queues.keys().map(String::as_str).collect();
+    let targets = Targets {
+        endpoints: &endpoints,
+        trunks: &trunks,
+        queues: raw.queues.keys().map(String::as_str).collect(),
+        ivrs: raw.ivrs.keys().map(String::as_str).collect(),
+    };
     let dialplan = DialPlan {
-        internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &endpoints, &trunks, &queues)?,
-        external: dialplan_rules(&src, "dialplan.external", &raw.dialplan.external, &endpoints, &trunks, &queues)?,
+        internal: dialplan_rules(&src, "dialplan.internal", &raw.dialplan.internal, &targets)?,
+        external: dialplan_rules(&src, "dialplan.external", &raw.dialplan.external, &targets)?,
     };
     let queue_log = queue_log.map(|file| raw.general.data_dir.join(file));
 
@@ -546,6 +557,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             },
             dialplan,
             acd,
+            ivr,
         },
         demo_endpoints,
         media,
@@ -758,14 +770,16 @@ fn resolve_gateway(gateway: &str, transport: Transport) -> Result<SocketAddr, St
 /// Ring timeout of a rule that names none.
 const DEFAULT_RING_TIMEOUT_S: u64 = 30;
 
-fn dialplan_rules(
-    src: &Source<'_>,
-    path: &str,
-    raw: &[Spanned<RawRule>],
-    endpoints: &HashMap<String, EndpointSettings>,
-    trunks: &[TrunkSettings],
-    queues: &[&str],
-) -> Result<Vec<Rule>, ConfigError> {
+/// What dial plan rules may send calls to.
+struct Targets<'a> {
+    endpoints: &'a HashMap<String, EndpointSettings>,
+    trunks: &'a [TrunkSettings],
+    queues: Vec<&'a str>,
+    ivrs: Vec<&'a str>,
+}
+
+fn dialplan_rules(src: &Source<'_>, path: &str, raw: &[Spanned<RawRule>], targets: &Targets<'_>) -> Result<Vec<Rule>, ConfigError> {
+    let Targets { endpoints, trunks, queues, ivrs } = targets;
     let mut rules = Vec::new();
     for (i, spanned) in raw.iter().enumerate() {
         let key = format!("{path}[{i}]");
@@ -779,8 +793,19 @@ fn dialplan_rules(
         };
         let template = |t: &str| Template::parse(t).map_err(err);
         let destination = match (&r.endpoint, &r.trunk, r.echo, r.hangup) {
-            _ if r.queue.is_some() && (r.endpoint.is_some() || r.trunk.is_some() || r.echo.is_some() || r.hangup.is_some()) => {
-                return Err(err("needs exactly one of endpoint, trunk, queue, echo = true or hangup".into()));
+            _ if [r.queue.is_some(), r.ivr.is_some(), r.endpoint.is_some(), r.trunk.is_some(), r.echo.is_some(), r.hangup.is_some()]
+                .into_iter()
+                .filter(|&set| set)
+                .count()
+                != 1 =>
+            {
+                return Err(err("needs exactly one of endpoint, trunk, queue, ivr, echo = true or hangup".into()));
+            }
+            (None, None, None, None) if let Some(name) = &r.ivr => {
+                if !ivrs.contains(&name.as_str()) {
+                    return Err(err(format!("ivr \"{name}\" is not a defined IVR")));
+                }
+                Destination::Ivr(name.clone())
             }
             (None, None, None, None) if let Some(name) = &r.queue => {
                 if !queues.contains(&name.as_str()) {
@@ -804,7 +829,7 @@ fn dialplan_rules(
             }
             (None, None, Some(true), None) => Destination::Echo,
             (None, None, None, Some(status)) => Destination::Hangup { status },
-            _ => return Err(err("needs exactly one of endpoint, trunk, queue, echo = true or hangup".into())),
+            _ => return Err(err("needs exactly one of endpoint, trunk, queue, ivr, echo = true or hangup".into())),
         };
         if (r.priority.is_some() || r.skills.is_some()) && !matches!(destination, Destination::Queue(_)) {
             return Err(err("priority and skills are only for a queue destination".into()));
@@ -1014,7 +1039,7 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         );
         assert!(err("[[dialplan.external]]\nprefix = \"0\"\ntrunk = \"nowhere\"\n").contains("dialplan.external[0]: trunk \"nowhere\" is not a defined trunk"));
         assert!(err("[[dialplan.internal]]\nexact = \"1\"\nprefix = \"2\"\necho = true\n").contains("needs exactly one of exact, prefix or pattern"));
-        assert!(err("[[dialplan.internal]]\nexact = \"1\"\n").contains("needs exactly one of endpoint, trunk, queue, echo = true or hangup"));
+        assert!(err("[[dialplan.internal]]\nexact = \"1\"\n").contains("needs exactly one of endpoint, trunk, queue, ivr, echo = true or hangup"));
         assert!(err("[[dialplan.internal]]\nexact = \"1\"\nendpoint = \"$1\"\n").contains("$1 is used but the match has 0 capture group(s)"));
         assert!(err("[[dialplan.internal]]\npattern = \"(\"\necho = true\n").contains("bad pattern"));
         assert!(err("[[dialplan.internal]]\nexact = \"1\"\nhangup = 200\n").contains("hangup status must be 400-699"));

@@ -36,6 +36,7 @@ use crate::sdp::{
 use crate::settings::{Credentials, Profile};
 use crate::stats::CoreStats;
 
+mod ivr;
 mod queue;
 pub use queue::RouterRequest;
 
@@ -185,8 +186,8 @@ struct OutboundInvite {
     min_se: u32,
     /// Our answer to a trunk's challenge (header name, value).
     authorization: Option<(&'static str, String)>,
-    /// Extra headers (a queue's, for the agent).
-    headers: Vec<(&'static str, String)>,
+    /// Extra headers (a queue's for the agent, an IVR rule's).
+    headers: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,6 +293,8 @@ pub(crate) struct Call {
     had_one_way: bool,
     record: Record,
     queue: Option<Box<queue::QueueCall>>,
+    /// In an IVR: its session.
+    ivr: Option<Box<ivr::IvrCall>>,
     /// The endpoints on this call (its caller, the callee who answered), as
     /// agents' device state counts them.
     busy_endpoints: Vec<String>,
@@ -328,6 +331,8 @@ struct Record {
     caller: String,
     callee: String,
     destination: String,
+    /// The reference the caller typed in an IVR.
+    contact_ref: Option<String>,
     start: SystemTime,
     answer: Option<SystemTime>,
     written: bool,
@@ -347,6 +352,8 @@ struct CallerId {
 enum Callees {
     Endpoint(String),
     Trunk { name: String, number: String },
+    /// A SIP URI whose host is an IP address (UDP).
+    Uri(String),
 }
 
 impl Callees {
@@ -355,6 +362,7 @@ impl Callees {
         match self {
             Callees::Endpoint(id) => format!("endpoint:{id}"),
             Callees::Trunk { name, .. } => format!("trunk:{name}"),
+            Callees::Uri(uri) => format!("uri:{uri}"),
         }
     }
 }
@@ -389,6 +397,7 @@ impl SipCore {
             }
             Some(Route::Echo) => return self.answer_echo(req, tx, &number, now),
             Some(Route::Queue(target)) => return self.join_queue(req, tx, &number, &target, now),
+            Some(Route::Ivr { name }) => return self.start_ivr(req, tx, &number, &name, now),
             Some(Route::Endpoint { id, ring_timeout }) => (Callees::Endpoint(id), ring_timeout),
             Some(Route::Trunk { trunk, number, ring_timeout }) => {
                 (Callees::Trunk { name: trunk, number }, ring_timeout)
@@ -641,7 +650,7 @@ impl SipCore {
         let key = self.new_call_key();
         let from_user = match &callees {
             Callees::Trunk { name, .. } => self.settings.trunk(name).and_then(|t| t.from_user.clone()),
-            Callees::Endpoint(_) => None,
+            Callees::Endpoint(_) | Callees::Uri(_) => None,
         }
         .unwrap_or_else(|| caller_of(req.msg));
         let display = req.msg.from().ok().and_then(|f| f.display.map(str::to_string));
@@ -689,7 +698,7 @@ impl SipCore {
         caller_id: &CallerId,
         max_forwards: u8,
         body: &Bytes,
-        headers: &[(&'static str, String)],
+        headers: &[(String, String)],
         now: Instant,
     ) -> (Vec<Fork>, Vec<Transmit>) {
         let mut forks = Vec::new();
@@ -763,6 +772,19 @@ impl SipCore {
                     .collect();
                 targets
             }
+            Callees::Uri(uri) => {
+                let parsed = sip_transport::header::Uri::parse(uri).map_err(|_| (404, "Not Found (bad URI)"))?;
+                let host = parsed.host.trim_matches(['[', ']']);
+                let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+                    return Err((404, "Not Found (only an IP address is supported in a URI destination)"));
+                };
+                let addr = SocketAddr::new(ip, parsed.port.unwrap_or(5060));
+                let Some(listener) = self.settings.listener_for(Profile::External, Transport::Udp, addr) else {
+                    return Err((503, "Service Unavailable (no listener can reach the URI)"));
+                };
+                let target = Target { transport: Transport::Udp, remote: addr, flow: None, listener: Some(listener) };
+                vec![(uri.clone(), format!("<{uri}>"), target, None)]
+            }
             Callees::Trunk { name, number } => {
                 let Some(trunk) = self.settings.trunk(name) else {
                     return Err((404, "Not Found"));
@@ -802,7 +824,8 @@ impl SipCore {
         let timers = [Some(&call.caller), call.callee.as_ref()].into_iter().flatten().filter_map(|p| p.timer_due);
         let provisional = call.unacked_provisional.as_ref().map(|r| r.next);
         let music = call.queue.as_ref().and_then(|q| q.music_resumes);
-        call.armed = call.deadline.into_iter().chain(timers).chain(provisional).chain(music).min();
+        let ivr = call.ivr.as_ref().and_then(|i| i.deadline());
+        call.armed = call.deadline.into_iter().chain(timers).chain(provisional).chain(music).chain(ivr).min();
         if let Some(at) = call.armed {
             self.call_deadlines.insert((at, key));
         }
@@ -849,10 +872,10 @@ impl SipCore {
             }
         }
         self.resume_music(key, now);
+        let mut out = self.ivr_deadline(key, now);
         let Some(call) = self.calls.get_mut(&key) else {
-            return Vec::new();
+            return out;
         };
-        let mut out = Vec::new();
         if let Some(r) = call.unacked_provisional.as_mut().filter(|r| r.next <= now) {
             if now >= r.give_up {
                 call.unacked_provisional = None;
@@ -2281,7 +2304,7 @@ impl SipCore {
         call.record.written = true;
         let Some(sink) = &self.cdr else { return };
         let r = &call.record;
-        sink.send(Cdr::new(
+        let mut cdr = Cdr::new(
             r.call_id.clone(),
             r.caller.clone(),
             r.callee.clone(),
@@ -2290,7 +2313,9 @@ impl SipCore {
             disposition,
             (status, reason.to_string()),
             by,
-        ));
+        );
+        cdr.contact_ref.clone_from(&r.contact_ref);
+        sink.send(cdr);
     }
 
     /// Forgets a call and everything that points at it; its media stops.
@@ -2388,6 +2413,7 @@ impl Call {
             one_way: [None; 2],
             had_one_way: false,
             queue: None,
+            ivr: None,
             busy_endpoints: Vec::new(),
             ends_at_deadline: false,
             record: Record {
@@ -2395,6 +2421,7 @@ impl Call {
                 caller: caller_of(req.msg),
                 callee: number.to_string(),
                 destination,
+                contact_ref: None,
                 start: SystemTime::now(),
                 answer: None,
                 written: false,

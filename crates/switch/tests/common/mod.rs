@@ -59,6 +59,7 @@ pub fn settings() -> CoreSettings {
         },
         registrar: RegistrarConfig { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10 },
         acd: Default::default(),
+        ivr: Default::default(),
         dialplan: DialPlan {
             internal: vec![
                 Rule::new(NumberMatch::Exact("486".into()), Destination::Hangup { status: 486 }, Duration::from_secs(30)).unwrap(),

@@ -297,7 +297,10 @@ fn strategy_of(name: &str) -> Result<StrategyKind, String> {
 }
 
 /// `hangup`, `queue:<name>`, `endpoint:<id>` or `trunk:<name>:<number>`.
-fn exit(
+/// `hangup`, `queue:<name>`, `endpoint:<id>`, `trunk:<name>:<number>` or
+/// `uri:sip:<user>@<ip>[:port]`, checked against what is defined; `this_queue`
+/// (a queue's own name) is refused.
+pub(super) fn exit(
     text: &str,
     this_queue: &str,
     queues: &BTreeMap<String, Spanned<RawQueue>>,
@@ -308,6 +311,13 @@ fn exit(
         ("hangup", "") => Ok(QueueExit::Hangup),
         ("queue", name) if name == this_queue => Err(format!("\"{text}\" is this queue itself")),
         ("queue", name) if queues.contains_key(name) => Ok(QueueExit::Queue(name.to_string())),
+        ("uri", uri) => {
+            let parsed = sip_transport::header::Uri::parse(uri).map_err(|e| format!("\"{uri}\": {e}"))?;
+            if parsed.scheme != "sip" || parsed.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("\"{uri}\" must be a sip: URI with an IP address (names are not resolved)"));
+            }
+            Ok(QueueExit::Uri(uri.to_string()))
+        }
         ("queue", name) => Err(format!("queue \"{name}\" is not a defined queue")),
         ("endpoint", id) if known.endpoints.contains_key(id) => Ok(QueueExit::Endpoint(id.to_string())),
         ("endpoint", id) => Err(format!("endpoint \"{id}\" is not a defined endpoint")),
@@ -321,6 +331,8 @@ fn exit(
             }
             Ok(QueueExit::Trunk { trunk: trunk.to_string(), number: number.to_string() })
         }
-        _ => Err(format!("\"{text}\" is not a destination (hangup, queue:<name>, endpoint:<id>, trunk:<name>:<number>)")),
+        _ => Err(format!(
+            "\"{text}\" is not a destination (hangup, queue:<name>, endpoint:<id>, trunk:<name>:<number>, uri:<sip URI>)"
+        )),
     }
 }

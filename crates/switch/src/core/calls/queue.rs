@@ -40,8 +40,10 @@ const HEADER_QUEUE: &str = "X-Tandem-Queue";
 const HEADER_CALLER: &str = "X-Tandem-Caller";
 const HEADER_WAIT: &str = "X-Tandem-Wait";
 const HEADER_CALL_REF: &str = "X-Tandem-Call-Ref";
+const HEADER_CONTACT_REF: &str = "X-Tandem-Contact-Ref";
 
-/// The queue side of a call, while it waits and once an agent has it.
+/// The switch's side of a call it holds (in an IVR, waiting in a queue, or
+/// ringing the destination it was sent on to), and once someone has it.
 pub(super) struct QueueCall {
     pub(super) name: String,
     /// As agents see it.
@@ -58,6 +60,28 @@ pub(super) struct QueueCall {
     pub(super) music_resumes: Option<Instant>,
     /// The endpoint the caller was sent on to (an exit destination), busy once it answers.
     sent_to: Option<String>,
+    /// Headers for the INVITEs that put the caller through (an IVR rule's),
+    /// and the reference the caller typed (`X-Tandem-Contact-Ref`, the CDR).
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) contact_ref: Option<String>,
+}
+
+impl QueueCall {
+    /// What the INVITEs that put the caller through carry besides a queue's
+    /// own headers: the IVR rule's headers and the caller's reference.
+    fn put_through_headers(&self) -> Vec<(String, String)> {
+        let reference = self.contact_ref.iter().map(|r| (HEADER_CONTACT_REF.to_string(), r.clone()));
+        self.headers.iter().cloned().chain(reference).collect()
+    }
+}
+
+/// A caller the switch is about to hold: see [`SipCore::prepare_held`].
+pub(super) struct Held {
+    offer: Option<SdpSession>,
+    params: LegParams,
+    caller_leg: media_relay::LegHandle,
+    agent_leg: media_relay::LegHandle,
+    caller: super::Party,
 }
 
 impl SipCore {
@@ -73,21 +97,11 @@ impl SipCore {
     ) -> Vec<Transmit> {
         let name = target.name.as_str();
         let destination = format!("queue:{name}");
-        let prepared = self.caller_offer(req).and_then(|(offer, agreed, timer)| {
-            let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
-            let caller_leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
-            let agent_leg = self.allocate_leg(false)?;
-            let caller = self
-                .caller_party(req, agreed, timer, caller_leg.local_rtp())
-                .map_err(|why| Refusal::new(400, &format!("Bad Request ({why})")))?;
-            Ok((offer, params, caller_leg, agent_leg, caller))
-        });
-        let (offer, params, caller_leg, agent_leg, mut caller) = match prepared {
-            Ok(p) => p,
+        let held = match self.prepare_held(req) {
+            Ok(held) => held,
             Err(refusal) => return self.refuse(req, tx, number, &destination, refusal, now),
         };
         let key = self.new_call_key();
-        let caller_number = caller_of(req.msg);
         let info = CallerInfo { priority: target.priority, skills: target.skills.clone() };
         if let Err(refused) = self.acd.caller_join(CallId(key), name, info, now) {
             let settings = self.settings.acd.queues.get(name);
@@ -103,6 +117,7 @@ impl SipCore {
                 JoinRefused::UnknownQueue(_) | JoinRefused::AlreadyQueued(_) => Refusal::new(404, "Not Found (no such queue)"),
             };
             // Not answered yet: a destination other than hang-up takes the call as it is.
+            drop(held);
             let mut out = Vec::new();
             match exit {
                 Some(QueueExit::Queue(other)) if other != name => {
@@ -121,7 +136,49 @@ impl SipCore {
             out.extend(self.run_acd(now));
             return out;
         }
+        info!(call_id = %held.caller.dialog.id.call_id, caller = %caller_of(req.msg), number, queue = name, "caller queued");
+        let answer_now = self.settings.acd.queues.get(name).is_none_or(|s| s.answer);
+        let music = self.music_on_hold.clone();
+        let mut out = self.hold_caller(req, tx, number, key, held, (name, destination), answer_now, music, now);
+        if let Some(q) = self.calls.get_mut(&key).and_then(|c| c.queue.as_mut()) {
+            q.waiting = true;
+        }
+        out.extend(self.run_acd(now));
+        out
+    }
 
+    /// What a caller the switch holds needs, checked and allocated before
+    /// anything is sent: its offer, its relay leg and one for the party it is
+    /// put through to later.
+    pub(super) fn prepare_held(&self, req: &Req<'_>) -> Result<Held, Refusal> {
+        let (offer, agreed, timer) = self.caller_offer(req)?;
+        let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
+        let caller_leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
+        let agent_leg = self.allocate_leg(false)?;
+        let caller = self
+            .caller_party(req, agreed, timer, caller_leg.local_rtp())
+            .map_err(|why| Refusal::new(400, &format!("Bad Request ({why})")))?;
+        Ok(Held { offer, params, caller_leg, agent_leg, caller })
+    }
+
+    /// Answers a caller the switch holds (a queue, an IVR): its leg hears
+    /// `sound` (music, or nothing until a prompt), and the call waits in state
+    /// `Queued` for whoever it is put through to. Without `answer_now`, the
+    /// sound is early media (183) and the caller is answered when that party is.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn hold_caller(
+        &mut self,
+        req: &Req<'_>,
+        tx: ServerTxId,
+        number: &str,
+        key: CallKey,
+        held: Held,
+        (name, destination): (&str, String),
+        answer_now: bool,
+        sound: Option<std::sync::Arc<media_relay::Prompt>>,
+        now: Instant,
+    ) -> Vec<Transmit> {
+        let Held { offer, params, caller_leg, agent_leg, mut caller } = held;
         let answer = caller.answer_invite(offer);
         let audio = same_codec_offer(&caller.agreed.audio);
         let agent_rtp = agent_leg.local_rtp();
@@ -132,24 +189,23 @@ impl SipCore {
         let media = relay.bridge(caller_leg, agent_leg, BridgeParams { a: params, b: LegParams::default() });
         let control = spawn_media_task(key, caller.dialog.id.call_id.clone(), media, self.media_reports.clone());
         control.send(MediaCommand::SetMode(Mode::Hold { held: Leg::A }));
-        control.send(MediaCommand::Play(Leg::A, self.music_on_hold.clone()));
-        info!(call_id = %caller.dialog.id.call_id, caller = %caller_number, number, queue = name, "caller queued");
-
-        let answer_now = self.settings.acd.queues.get(name).is_none_or(|s| s.answer);
+        control.send(MediaCommand::Play(Leg::A, sound));
         if answer_now {
             caller.dialog.confirm();
         }
         let mut call = Call::new(req, caller, number, destination, CallState::Queued, Media::Running(control));
         call.queue = Some(Box::new(QueueCall {
             name: name.to_string(),
-            caller_number,
+            caller_number: caller_of(req.msg),
             agent_sdp,
             agent_offer,
             agent_rtp,
             agent: None,
-            waiting: true,
+            waiting: false,
             music_resumes: None,
             sent_to: None,
+            headers: Vec::new(),
+            contact_ref: None,
         }));
         self.call_dialogs.insert(call.caller.dialog.id.clone(), (key, Side::Caller));
         let mut out = Vec::new();
@@ -158,7 +214,6 @@ impl SipCore {
             self.calls.insert(key, call);
             out.extend(self.answer_in_dialog(req.msg, tx, req.source.remote, key, Side::Caller, Some(&answer), now));
         } else {
-            // Music as early media; the 200 (with the same SDP) comes when an agent answers.
             call.invite = Some(CallerInvite { msg: req.msg.clone(), tx, remote: req.source.remote });
             call.early_answer = Some(answer.clone());
             self.call_invites.insert(tx, key);
@@ -166,7 +221,6 @@ impl SipCore {
             out.extend(self.respond_caller(key, 183, "Session Progress", Some(&answer), now));
         }
         self.caller_endpoint_busy(key, req, now);
-        out.extend(self.run_acd(now));
         out
     }
 
@@ -213,12 +267,13 @@ impl SipCore {
         };
         let q = call.queue.as_ref().expect("a queued call");
         let body = Bytes::from(q.agent_offer.to_string());
-        let headers = vec![
-            (HEADER_QUEUE, queue.to_string()),
-            (HEADER_CALLER, q.caller_number.clone()),
-            (HEADER_WAIT, waited.as_secs().to_string()),
-            (HEADER_CALL_REF, call.record.call_id.clone()),
+        let mut headers = vec![
+            (HEADER_QUEUE.to_string(), queue.to_string()),
+            (HEADER_CALLER.to_string(), q.caller_number.clone()),
+            (HEADER_WAIT.to_string(), waited.as_secs().to_string()),
+            (HEADER_CALL_REF.to_string(), call.record.call_id.clone()),
         ];
+        headers.extend(q.put_through_headers());
         let identity = sip_transport::header::NameAddr::parse(&call.caller.dialog.remote_party).ok();
         let caller_id = CallerId {
             display: identity.as_ref().and_then(|n| n.display.map(str::to_string)),
@@ -369,8 +424,13 @@ impl SipCore {
 
     /// A key the caller pressed: the queue's exit key sends it on.
     pub(super) fn digit_pressed(&mut self, key: CallKey, side: Side, digit: char, now: Instant) -> Vec<Transmit> {
+        if side == Side::Caller
+            && let Some(out) = self.ivr_digit(key, digit, now)
+        {
+            return out;
+        }
         let Some(call) = self.calls.get_mut(&key) else { return Vec::new() };
-        debug!(call_id = %call.record.call_id, side = side.name(), %digit, "key pressed");
+        debug!(call_id = %call.record.call_id, side = side.name(), "key pressed");
         let Some(q) = call.queue.as_mut().filter(|q| q.waiting && side == Side::Caller) else { return Vec::new() };
         let exit_key = self.settings.acd.queues.get(&q.name).and_then(|s| s.exit_key.clone());
         let Some((_, exit)) = exit_key.filter(|(key, _)| *key == digit) else { return Vec::new() };
@@ -382,8 +442,8 @@ impl SipCore {
         out
     }
 
-    /// Sends a caller who left its queue where the queue says.
-    fn send_on(&mut self, key: CallKey, exit: QueueExit, now: Instant) -> Vec<Transmit> {
+    /// Sends a caller who left its queue (or an IVR) where it says.
+    pub(super) fn send_on(&mut self, key: CallKey, exit: QueueExit, now: Instant) -> Vec<Transmit> {
         let mut out = self.withdraw_all_offers(key, now);
         let callees = match exit {
             QueueExit::Hangup => {
@@ -414,6 +474,7 @@ impl SipCore {
             }
             QueueExit::Endpoint(id) => Callees::Endpoint(id),
             QueueExit::Trunk { trunk, number } => Callees::Trunk { name: trunk, number },
+            QueueExit::Uri(uri) => Callees::Uri(uri),
         };
         out.extend(self.ring_exit(key, callees, now));
         out
@@ -437,7 +498,8 @@ impl SipCore {
         let body = Bytes::from(q.agent_offer.to_string());
         let caller_id = CallerId { display: None, user: q.caller_number.clone() };
         let first = call.forks.len();
-        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, &[], now);
+        let headers = q.put_through_headers();
+        let (forks, sent) = self.send_forks(key, first, targets, &caller_id, 70, &body, &headers, now);
         if forks.is_empty() {
             let mut out = sent;
             out.extend(self.end_call(key, HangupBy::Switch, "queue exit destination unavailable", now));
