@@ -153,3 +153,22 @@ fn a_reference_travels_to_the_agent_and_into_the_cdr() {
     assert!(messages.contains("X-Tandem-Contact-Ref: 4711"), "the agent's INVITE carries the reference");
     assert_eq!(cdrs(&bench, 1)[0]["contact_ref"], "4711");
 }
+
+#[test]
+fn the_right_pin_by_sip_info_puts_the_caller_through() {
+    let bench = Bench::start("ivr-info", &config(""));
+    let rtp = free_port().to_string();
+    let mut desk = bench.phone("1004", "desk1004", "ivr_callee.xml", &["-key", "rtp_port", &rtp]);
+    let media = free_port().to_string();
+    let mut args = vec!["-s".to_string(), "7000".into(), "-d".into(), "5000".into(), "-key".into(), "rtp_port".into(), media];
+    for (i, key) in "1357924680".chars().enumerate() {
+        args.extend(["-key".to_string(), format!("k{}", i + 1), key.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let target = bench.switch.addr("external", "udp", false);
+    let mut caller = Sipp::spawn(&bench.dir, "caller", "ivr_caller_info.xml", target, free_port(), &args);
+    caller.succeeds();
+    desk.succeeds();
+    assert!(desk.log_lines().iter().any(|l| l == "room=42"), "{:?}", desk.log_lines());
+    assert_eq!(cdrs(&bench, 1)[0]["destination"], "ivr:pin");
+}
