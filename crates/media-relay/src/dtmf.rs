@@ -5,10 +5,10 @@
 //! # Windows
 //!
 //! Samples are cut into windows of 102 samples (12.75 ms) that overlap by half:
-//! one is analysed every 51 samples. 102 is the shortest window that tells the
-//! rows apart: they are 73 to 89 Hz from each other, and a tone 73 Hz off a
-//! filter's frequency comes through it 22 dB down, where an 80-sample (10 ms)
-//! window would let it through only 10 dB down. The half overlap gives the
+//! one is analysed every 51 samples. 102 samples (the length Asterisk and
+//! spandsp use) tell the rows apart: they are 73 to 89 Hz from each other, and
+//! a tone 73 Hz off a filter's frequency comes through it 22 dB down, where an
+//! 80-sample (10 ms) window would let it through only 10 dB down. The half overlap gives the
 //! timing a 6.4 ms step, so the duration limits below are sharp.
 //!
 //! In each window, eight Goertzel filters measure the row tones (697, 770, 852,
@@ -16,16 +16,16 @@
 //! a key when all of these hold, for the strongest row and the strongest
 //! column, in this order:
 //!
-//! - each is at least -32 dBm0 (Q.24 asks to detect down to -25 dBm0; phones
-//!   send -6 to -10);
+//! - each is at least -32 dBm0 (the administrations in Q.24 ask for about
+//!   -25 dBm0 or less; phones send -6 to -10);
 //! - each is 8 dB above the other tones of its group;
 //! - twist: the column at most 8 dB above the row (normal twist) and the row at
-//!   most 4 dB above the column (reverse twist): Q.24's usual limits, which
-//!   Asterisk and spandsp use too;
+//!   most 4 dB above the column (reverse twist): limits common in Q.24's
+//!   tables, which Asterisk and spandsp use too;
 //! - together they carry at least 70% of the window's power, the rest being
 //!   noise, speech or music. A tone pair 15 dB above white noise has 97%; a
 //!   filter reads a tone 1.5% off its frequency (Q.24's tolerance) up to 1.5 dB
-//!   low, which with noise and twist brings a real key down to about 75%;
+//!   low, which with noise and twist brings a real key down to 72-76%;
 //! - the window's two halves are within 2 dB of each other in power: a key is
 //!   steady (its two tones' beat moves a half by 1.3 dB at most), while a
 //!   window the tone only partly fills, or the onset of a syllable, is not;
