@@ -68,9 +68,10 @@ fn hear_prompt(media: &UdpSocket, relay: SocketAddr) -> usize {
 /// a 60 ms pause, as a phone does.
 fn press(media: &UdpSocket, relay: SocketAddr, keys: &str) {
     static SEQ: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
-    for (i, key) in keys.chars().enumerate() {
+    for key in keys.chars() {
         let event = "0123456789*#".find(key).expect("a key") as u8;
-        let timestamp = 8000 * (i as u32 + 1) + u32::from(SEQ.load(std::sync::atomic::Ordering::Relaxed)) * 160;
+        // An event's packets share its start; starts only grow, as a phone's clock does.
+        let timestamp = u32::from(SEQ.load(std::sync::atomic::Ordering::Relaxed)) * 160;
         for step in 0..6u16 {
             let end = step >= 3;
             let duration = 160 * (step.min(3) + 1);
@@ -171,4 +172,56 @@ fn the_right_pin_by_sip_info_puts_the_caller_through() {
     desk.succeeds();
     assert!(desk.log_lines().iter().any(|l| l == "room=42"), "{:?}", desk.log_lines());
     assert_eq!(cdrs(&bench, 1)[0]["destination"], "ivr:pin");
+}
+
+/// Sends `keys` as DTMF tones in PCMU audio to `relay` (100 ms each, 60 ms of
+/// silence between, -10 dBm0-ish per tone), as a phone without telephone-event does.
+fn play_tones(media: &UdpSocket, relay: SocketAddr, keys: &str) {
+    const ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
+    const COLS: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+    let (mut seq, mut sample) = (1u16, 0u32);
+    let frame = |tone: Option<(f64, f64)>, seq: &mut u16, sample: &mut u32| {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&sample.to_be_bytes());
+        p.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        for n in 0..160u32 {
+            let t = f64::from(*sample + n) / 8000.0;
+            let level = tone.map_or(0.0, |(low, high)| {
+                4000.0 * (2.0 * std::f64::consts::PI * low * t).sin() + 4000.0 * (2.0 * std::f64::consts::PI * high * t).sin()
+            });
+            p.push(media_relay::g711::linear_to_ulaw(level as i16));
+        }
+        media.send_to(&p, relay).unwrap();
+        *seq = seq.wrapping_add(1);
+        *sample += 160;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for key in keys.chars() {
+        let index = "123A456B789C*0#D".find(key).expect("a key");
+        let tone = (ROWS[index / 4], COLS[index % 4]);
+        for _ in 0..5 {
+            frame(Some(tone), &mut seq, &mut sample);
+        }
+        for _ in 0..3 {
+            frame(None, &mut seq, &mut sample);
+        }
+    }
+}
+
+#[test]
+fn the_right_pin_as_in_band_tones_puts_the_caller_through() {
+    let bench = Bench::start("ivr-inband", &config(""));
+    let rtp = free_port().to_string();
+    let mut desk = bench.phone("1004", "desk1004", "ivr_callee.xml", &["-key", "rtp_port", &rtp]);
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (port, target) = (media.local_addr().unwrap().port().to_string(), bench.switch.addr("external", "udp", false));
+    let args = ["-s", "7000", "-d", "6000", "-key", "rtp_port", &port];
+    let mut caller = Sipp::spawn(&bench.dir, "caller", "caller_inband.xml", target, free_port(), &args);
+    let relay = caller.relay_port();
+    assert!(hear_prompt(&media, relay) > 0);
+    play_tones(&media, relay, "1357924680");
+    caller.succeeds();
+    desk.succeeds();
+    assert!(desk.log_lines().iter().any(|l| l == "room=42"), "{:?}", desk.log_lines());
 }

@@ -924,6 +924,7 @@ pub fn pcmu_params(remote: SocketAddr) -> LegParams {
         remote_rtp: Some(remote),
         remote_rtcp: None,
         payloads: PayloadMap::new(&[(0, Codec::Pcmu)]).expect("PT 0 is valid"),
+        inband_dtmf: false,
     }
 }
 

@@ -423,7 +423,7 @@ mod tests {
     }
 
     fn params(remote: Option<SocketAddr>, payloads: &[(u8, Codec)]) -> LegParams {
-        LegParams { remote_rtp: remote, remote_rtcp: None, payloads: PayloadMap::new(payloads).unwrap() }
+        LegParams { remote_rtp: remote, payloads: PayloadMap::new(payloads).unwrap(), ..LegParams::default() }
     }
 
     fn send_rtp(phone: &PhoneSocket, to: SocketAddr, pt: u8, seq: u16, ssrc: u32) {
@@ -636,6 +636,7 @@ mod tests {
 
     /// The whole packet path, worker included, allocates nothing: the worker's
     /// thread counts its allocations (the test allocator), read before and after.
+    /// Leg A listens for in-band keys, so its audio is decoded and analysed too.
     #[tokio::test]
     async fn relaying_allocates_nothing() {
         let relay = relay(31080, 31089, Duration::from_secs(30));
@@ -646,7 +647,7 @@ mod tests {
             a_leg,
             b_leg,
             BridgeParams {
-                a: params(Some(phone_a.local_addr().unwrap()), &[(0, PCMU)]),
+                a: LegParams { inband_dtmf: true, ..params(Some(phone_a.local_addr().unwrap()), &[(0, PCMU)]) },
                 b: params(Some(phone_b.local_addr().unwrap()), &[(8, Codec::Pcma), (0, PCMU)]),
             },
         );

@@ -8,6 +8,8 @@
 //!   counters and receive statistics (loss, jitter). Its module docs state the
 //!   rules.
 //! - [`g711`]: μ-law and A-law encoding and decoding.
+//! - [`dtmf`]: in-band DTMF detection (Goertzel), for legs that send keys as
+//!   tones rather than RFC 4733 events.
 //! - [`prompt`]: audio to play (music on hold, prompts), loaded from WAV files
 //!   and held G.711-encoded.
 //! - the driver ([`MediaRelay`], [`LegHandle`], [`CallMedia`]): the port range
@@ -19,6 +21,7 @@
 
 mod driver;
 mod error;
+pub mod dtmf;
 pub mod g711;
 pub mod ports;
 pub mod prompt;

@@ -102,11 +102,35 @@
 //! the event's start), and a change of clock rate restarts the transit times.
 //! It is reported in microseconds, for the current source, with its maximum over
 //! the call.
+//!
+//! # Keys (DTMF)
+//!
+//! A key pressed on a leg becomes one [`MediaEvent::Digit`], which
+//! [`MediaSession::take_digit`] hands out (the driver asks after each packet).
+//!
+//! - RFC 4733 telephone-events: all packets of one event share its start
+//!   timestamp, so the timestamp names the event. An event is reported once, at
+//!   its first end packet; its other end packets (three are sent) and any
+//!   retransmission, however late, are not reported again. An event whose end
+//!   packets were all lost is reported when the next event begins (a new
+//!   timestamp, or a new SSRC, means the previous one ended); an event whose
+//!   start was lost is read from the packets that did arrive. A packet of an
+//!   event older than the current one (behind it in timestamp, same SSRC) is a
+//!   late retransmission and is ignored. An event longer than the duration
+//!   field can hold (8.2 s at 8 kHz) goes on in segments with new timestamps
+//!   (RFC 4733 §2.5.1.3): a segment of the same event after one that reached
+//!   the largest duration is the same press.
+//! - In-band tones ([`LegParams::inband_dtmf`], for a leg that negotiated no
+//!   telephone-event): the PCMU or PCMA audio the leg sends is decoded, 160
+//!   samples at a time into a buffer on the stack, and fed to its
+//!   [`InbandDtmf`] detector. The packet itself is relayed unchanged.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::MediaError;
+use crate::dtmf::InbandDtmf;
+use crate::g711;
 use crate::rtp::{self, RtpPacket, TelephoneEvent};
 
 /// Largest datagram relayed; anything longer is counted as malformed. The driver
@@ -258,6 +282,11 @@ pub struct LegParams {
     /// `a=rtcp`; `None` means RTP port + 1, or the RTP address with rtcp-mux.
     pub remote_rtcp: Option<SocketAddr>,
     pub payloads: PayloadMap,
+    /// Listen for keys in the leg's PCMU or PCMA audio (module docs, keys). The
+    /// switch sets it for a leg whose offer has no telephone-event when it needs
+    /// that leg's keys (an IVR, a queue's exit key): it costs a G.711 decode
+    /// and a detector run per packet.
+    pub inband_dtmf: bool,
 }
 
 /// A leg as the session starts with it.
@@ -343,7 +372,8 @@ pub enum MediaEvent {
     /// or its parameters changed (module docs).
     OneWayEnded { leg: Leg },
     /// `leg` pressed a key: an RFC 4733 telephone-event ended (its three
-    /// redundant end packets and retransmissions count once).
+    /// redundant end packets and retransmissions count once), or an in-band
+    /// tone was heard (module docs, keys).
     Digit { leg: Leg, digit: char },
 }
 
@@ -670,6 +700,52 @@ enum OneWay {
     Over(Instant),
 }
 
+/// The latest RFC 4733 event of a leg: all its packets carry `timestamp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EventState {
+    ssrc: u32,
+    timestamp: u32,
+    code: u8,
+    /// The key, for events 0-15.
+    digit: Option<char>,
+    /// The longest duration its packets gave.
+    duration: u16,
+    reported: bool,
+}
+
+/// Keys pressed on a leg, not yet taken: a bounded queue. The driver takes them
+/// after every packet, and one packet adds at most two (an event whose end was
+/// lost and the next one), or one per 25 ms of in-band audio; keys beyond
+/// [`Digits::MAX`] are dropped.
+#[derive(Clone, Copy, Debug, Default)]
+struct Digits {
+    keys: [char; Digits::MAX],
+    len: usize,
+}
+
+impl Digits {
+    const MAX: usize = 8;
+
+    fn push(&mut self, key: Option<char>) {
+        if let Some(key) = key
+            && self.len < Self::MAX
+        {
+            self.keys[self.len] = key;
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<char> {
+        if self.len == 0 {
+            return None;
+        }
+        let key = self.keys[0];
+        self.keys.copy_within(1..self.len, 0);
+        self.len -= 1;
+        Some(key)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct LegState {
     rtcp_mux: bool,
@@ -686,15 +762,17 @@ struct LegState {
     one_way: OneWay,
     reception: Reception,
     stats: LegStats,
-    /// The RTP timestamp of the last telephone-event reported (each event's
-    /// packets share their start timestamp), and a key pressed, not yet taken.
-    last_digit_at: Option<u32>,
-    digit: Option<char>,
+    /// The latest telephone-event seen (module docs, keys).
+    event: Option<EventState>,
+    /// Listens for tones in the leg's audio, if [`LegParams::inband_dtmf`].
+    inband: Option<Box<InbandDtmf>>,
+    /// Keys pressed, not yet taken.
+    digits: Digits,
 }
 
 impl LegState {
     fn new(setup: LegSetup, expected_since: Option<Instant>) -> Self {
-        LegState {
+        let mut state = LegState {
             rtcp_mux: setup.rtcp_mux,
             params: usable_hints(setup.params),
             rtp: Latch::default(),
@@ -707,8 +785,73 @@ impl LegState {
             one_way: OneWay::No,
             reception: Reception::default(),
             stats: LegStats::default(),
-            last_digit_at: None,
-            digit: None,
+            event: None,
+            inband: None,
+            digits: Digits::default(),
+        };
+        state.follow_inband_dtmf();
+        state
+    }
+
+    /// A detector if the parameters ask for one (the one there is, if any:
+    /// a re-INVITE does not lose a key being pressed), none otherwise.
+    fn follow_inband_dtmf(&mut self) {
+        if !self.params.inband_dtmf {
+            self.inband = None;
+        } else if self.inband.is_none() {
+            self.inband = Some(Box::default());
+        }
+    }
+
+    /// One telephone-event packet from `ssrc` (module docs, keys).
+    fn on_event(&mut self, event: TelephoneEvent, ssrc: u32, timestamp: u32) {
+        let mut next = EventState {
+            ssrc,
+            timestamp,
+            code: event.event,
+            digit: event.digit(),
+            duration: event.duration,
+            reported: false,
+        };
+        if let Some(current) = self.event.filter(|current| current.ssrc == ssrc) {
+            if current.timestamp == timestamp {
+                next = EventState { duration: current.duration.max(event.duration), ..current };
+            } else if (timestamp.wrapping_sub(current.timestamp) as i32) < 0 {
+                // Behind the current event by RFC 3550's wrap-around comparison: a late retransmission.
+                return;
+            } else if current.code == event.event && current.duration == u16::MAX && !current.reported {
+                // The next segment of an event too long for the duration field (RFC 4733 §2.5.1.3).
+            } else if !current.reported {
+                // A new event: the current one ended, even if its end packets were lost.
+                self.digits.push(current.digit);
+            }
+        } else if let Some(current) = self.event.filter(|current| !current.reported) {
+            // Another source: what the old one was sending ended.
+            self.digits.push(current.digit);
+        }
+        if event.end && !next.reported {
+            self.digits.push(next.digit);
+            next.reported = true;
+        }
+        self.event = Some(next);
+    }
+
+    /// The audio of a PCMU or PCMA packet, to the in-band detector if there is one.
+    fn listen(&mut self, codec: Codec, payload: &[u8]) {
+        let Some(detector) = self.inband.as_deref_mut() else { return };
+        let decode = match codec {
+            Codec::Pcmu => g711::ulaw_to_linear,
+            Codec::Pcma => g711::alaw_to_linear,
+            _ => return,
+        };
+        let mut samples = [0i16; 160];
+        for chunk in payload.chunks(samples.len()) {
+            for (sample, &code) in samples.iter_mut().zip(chunk) {
+                *sample = decode(code);
+            }
+            if let Some(key) = detector.push(&samples[..chunk.len()]) {
+                self.digits.push(Some(key));
+            }
         }
     }
 
@@ -839,10 +982,9 @@ impl MediaSession {
                 input.stats.dropped_malformed += 1;
                 return None;
             };
-            if event.end && input.last_digit_at != Some(packet.timestamp()) {
-                input.last_digit_at = Some(packet.timestamp());
-                input.digit = event.digit().or(input.digit);
-            }
+            input.on_event(event, packet.ssrc(), packet.timestamp());
+        } else {
+            input.listen(codec, packet.payload());
         }
         input.rtp.commit(from, now);
         match latching {
@@ -972,6 +1114,7 @@ impl MediaSession {
         }
         let old_rtcp_hint = state.rtcp_hint();
         state.params = params;
+        state.follow_inband_dtmf();
         let rtcp_hint = state.rtcp_hint();
         if rtcp_hint.is_some() && rtcp_hint != old_rtcp_hint {
             state.rtcp = Latch::default();
@@ -1063,11 +1206,12 @@ impl MediaSession {
         events
     }
 
-    /// A key pressed on either leg since the last call, as an event
-    /// ([`MediaEvent::Digit`]); the driver asks after each packet.
+    /// The next key pressed on either leg and not yet taken, in order per leg,
+    /// as an event ([`MediaEvent::Digit`]). One packet can complete two keys:
+    /// the driver takes them until `None` after each packet.
     pub fn take_digit(&mut self) -> Option<MediaEvent> {
         for leg in [Leg::A, Leg::B] {
-            if let Some(digit) = self.legs[leg.index()].as_mut().and_then(|s| s.digit.take()) {
+            if let Some(digit) = self.legs[leg.index()].as_mut().and_then(|s| s.digits.pop()) {
                 return Some(MediaEvent::Digit { leg, digit });
             }
         }
@@ -1102,8 +1246,13 @@ mod tests {
     fn setup(remote: Option<&str>, entries: &[(u8, Codec)]) -> LegSetup {
         LegSetup {
             rtcp_mux: false,
-            params: LegParams { remote_rtp: remote.map(addr), remote_rtcp: None, payloads: map(entries) },
+            params: LegParams { remote_rtp: remote.map(addr), payloads: map(entries), ..LegParams::default() },
         }
+    }
+
+    /// A re-INVITE's parameters: `remote` and `entries`, nothing else.
+    fn params(remote: &str, entries: &[(u8, Codec)]) -> LegParams {
+        setup(Some(remote), entries).params
     }
 
     fn config() -> SessionConfig {
@@ -1168,30 +1317,130 @@ mod tests {
         assert_eq!(a.rtp_source, Some(addr(PHONE_A)));
     }
 
+    /// RFC 4733 events: one digit per key press, whatever end packets are
+    /// repeated, whatever packets are lost, however late a retransmission comes
+    /// (module docs, keys).
     #[test]
-    fn a_key_press_is_one_digit_whatever_the_redundant_end_packets() {
+    fn a_key_press_is_one_digit_whatever_is_lost_repeated_or_late() {
         let t0 = Instant::now();
         let mut s = bridged(t0);
-        let send = |leg: Leg, from: &str, pt: u8, seq: u16, ts: u32, event: u8, end: bool, s: &mut MediaSession| {
-            let event = TelephoneEvent { event, end, volume: 10, duration: 160 * (seq % 8 + 1) };
+        // One event packet from `leg` (A: type 101, B: its own 96), relayed; the keys it completes.
+        let send_event = |s: &mut MediaSession, leg: Leg, ssrc: u32, seq: u16, ts: u32, event: TelephoneEvent| {
+            let (from, pt) = if leg == Leg::A { (PHONE_A, 101) } else { (PHONE_B, 96) };
             let mut buf = vec![0; 16];
-            write_packet(&mut buf, pt, !end, seq, ts, 0xaaaa, &event.to_bytes()).unwrap();
-            s.on_rtp(leg, addr(from), &mut buf, t0);
-            s.take_digit()
+            write_packet(&mut buf, pt, !event.end, seq, ts, ssrc, &event.to_bytes()).unwrap();
+            assert!(s.on_rtp(leg, addr(from), &mut buf, t0).is_some(), "relayed");
+            let keys = std::iter::from_fn(|| s.take_digit()).map(|event| match event {
+                MediaEvent::Digit { leg: from, digit } if from == leg => digit,
+                other => panic!("{other:?}"),
+            });
+            keys.collect::<String>()
+        };
+        let send_from = |s: &mut MediaSession, leg: Leg, ssrc: u32, seq: u16, ts: u32, event: u8, end: bool| {
+            let duration = 160 * (seq % 8 + 1);
+            send_event(s, leg, ssrc, seq, ts, TelephoneEvent { event, end, volume: 10, duration })
+        };
+        let send = |s: &mut MediaSession, seq: u16, ts: u32, event: u8, end: bool| {
+            send_from(s, Leg::A, 0xaaaa, seq, ts, event, end)
         };
         // Key 5 held for three packets, then three end packets (RFC 4733 §2.5.1.4), one repeated later.
         for seq in 1..=3 {
-            assert_eq!(send(Leg::A, PHONE_A, 101, seq, 4000, 5, false, &mut s), None, "not before its end");
+            assert_eq!(send(&mut s, seq, 4000, 5, false), "", "not before its end");
         }
-        assert_eq!(send(Leg::A, PHONE_A, 101, 4, 4000, 5, true, &mut s), Some(MediaEvent::Digit { leg: Leg::A, digit: '5' }));
+        assert_eq!(send(&mut s, 4, 4000, 5, true), "5");
         for seq in [5, 6, 5] {
-            assert_eq!(send(Leg::A, PHONE_A, 101, seq, 4000, 5, true, &mut s), None, "the same event's end counts once");
+            assert_eq!(send(&mut s, seq, 4000, 5, true), "", "the same event's end counts once");
         }
         // The next press of the same key is a new event (a new timestamp); `#` is event 11; B's own type 96.
-        assert_eq!(send(Leg::A, PHONE_A, 101, 7, 5600, 5, true, &mut s), Some(MediaEvent::Digit { leg: Leg::A, digit: '5' }));
-        assert_eq!(send(Leg::B, PHONE_B, 96, 1, 900, 11, true, &mut s), Some(MediaEvent::Digit { leg: Leg::B, digit: '#' }));
+        assert_eq!(send(&mut s, 7, 5600, 5, true), "5");
+        assert_eq!(send_from(&mut s, Leg::B, 0xbbbb, 1, 900, 11, true), "#");
         // An event that is no key (16: a tone, RFC 4733 §3) says nothing.
-        assert_eq!(send(Leg::A, PHONE_A, 101, 8, 7000, 16, true, &mut s), None);
+        assert_eq!(send(&mut s, 8, 7000, 16, true), "");
+
+        // The first packets of key 8 lost: the later ones and the end make one digit.
+        assert_eq!(send(&mut s, 12, 9000, 8, false), "");
+        assert_eq!(send(&mut s, 13, 9000, 8, true), "8");
+        // Every end packet of key 1 lost: the next event's first packet says it ended.
+        assert_eq!(send(&mut s, 14, 10600, 1, false), "");
+        assert_eq!(send(&mut s, 15, 10600, 1, false), "");
+        assert_eq!(send(&mut s, 19, 12200, 2, false), "1");
+        assert_eq!(send(&mut s, 20, 12200, 2, true), "2");
+        // ... even when all that arrives of the next event is an end: two keys from one packet, in order.
+        assert_eq!(send(&mut s, 21, 13800, 3, false), "");
+        assert_eq!(send(&mut s, 25, 15400, 4, true), "34");
+        // Five seconds of audio later, an end of that event again (same timestamp), and one of an
+        // older event: nothing, and the next press still counts.
+        for seq in 26..276u16 {
+            let mut audio = rtp(0, seq, 15400 + 160 * u32::from(seq - 25), 0xaaaa);
+            assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut audio, t0 + ms(20 * u64::from(seq - 25))).is_some());
+        }
+        assert_eq!(send(&mut s, 25, 15400, 4, true), "", "retransmitted");
+        assert_eq!(send(&mut s, 20, 12200, 2, true), "", "older than the last event");
+        assert_eq!(send(&mut s, 276, 56000, 6, true), "6");
+        // A key held longer than the duration field can say (8.2 s) sends segments with new
+        // timestamps (RFC 4733 §2.5.1.3): still one press.
+        let held = |duration: u16, end: bool| TelephoneEvent { event: 0, end, volume: 10, duration };
+        assert_eq!(send_event(&mut s, Leg::A, 0xaaaa, 277, 60000, held(0xfe00, false)), "");
+        assert_eq!(send_event(&mut s, Leg::A, 0xaaaa, 278, 60000, held(0xffff, false)), "");
+        assert_eq!(send_event(&mut s, Leg::A, 0xaaaa, 279, 60000 + 0xffff, held(160, false)), "");
+        assert_eq!(send_event(&mut s, Leg::A, 0xaaaa, 280, 60000 + 0xffff, held(320, true)), "0");
+        // A new SSRC (the phone restarted its stream) starts anew, whatever its timestamps.
+        assert_eq!(send_from(&mut s, Leg::A, 0xcccc, 1, 100, 9, true), "9");
+        assert_eq!(s.stats(Leg::A).unwrap().dropped_malformed, 0);
+    }
+
+    /// 20 ms frame `n` of a stream that plays key 7 (852 and 1209 Hz, at -8 and
+    /// -6 dBm0) in the frames `on` and silence in the others, encoded by `encode`.
+    fn key_7_frame(on: std::ops::Range<usize>, n: usize, encode: fn(i16) -> u8) -> [u8; 160] {
+        use std::f32::consts::TAU;
+        std::array::from_fn(|i| {
+            let t = (n * 160 + i) as f32 / 8000.0;
+            let tone = 9_025.0 * (TAU * 852.0 * t).sin() + 11_360.0 * (TAU * 1209.0 * t).sin();
+            encode(if on.contains(&n) { tone as i16 } else { 0 })
+        })
+    }
+
+    /// In-band tones are keys on a leg that asks for it, and only there; the
+    /// packets go on as they came.
+    #[test]
+    fn in_band_tones_are_keys_on_a_leg_that_listens_and_are_relayed_unchanged() {
+        use crate::g711::{linear_to_alaw, linear_to_ulaw};
+        let t0 = Instant::now();
+        // A sends 500 ms of PCMU with the tone from 100 to 200 ms; B PCMA with it from 240 to 300 ms.
+        let run = |s: &mut MediaSession| {
+            let mut keys = Vec::new();
+            for n in 0..25usize {
+                let now = t0 + ms(20 * n as u64);
+                for (leg, from, pt, payload) in [
+                    (Leg::A, PHONE_A, 0, key_7_frame(5..10, n, linear_to_ulaw)),
+                    (Leg::B, PHONE_B, 8, key_7_frame(12..15, n, linear_to_alaw)),
+                ] {
+                    let mut buf = vec![0; 12 + 160];
+                    write_packet(&mut buf, pt, false, n as u16, 160 * n as u32, 0x77, &payload).unwrap();
+                    assert!(s.on_rtp(leg, addr(from), &mut buf, now).is_some(), "relayed");
+                    assert_eq!(buf[12..], payload, "the audio goes on unchanged");
+                    keys.extend(std::iter::from_fn(|| s.take_digit()));
+                }
+            }
+            keys
+        };
+        let listening = |mut setup: LegSetup| {
+            setup.params.inband_dtmf = true;
+            setup
+        };
+        let a = setup(Some(PHONE_A), &[(0, PCMU), (8, PCMA), (101, TE)]);
+        let b = setup(Some(PHONE_B), &[(8, PCMA), (0, PCMU), (96, TE)]);
+        let mut s = MediaSession::bridge(config(), listening(a.clone()), listening(b.clone()), t0);
+        let digit = |leg| MediaEvent::Digit { leg, digit: '7' };
+        assert_eq!(run(&mut s), [digit(Leg::A), digit(Leg::B)]);
+        // Without the flag: nothing.
+        let mut s = MediaSession::bridge(config(), a.clone(), b, t0);
+        assert_eq!(run(&mut s), []);
+        // A re-INVITE turns it on for A, then off.
+        s.update_leg(Leg::A, listening(a.clone()).params, t0).unwrap();
+        assert_eq!(run(&mut s), [digit(Leg::A)]);
+        s.update_leg(Leg::A, a.params, t0).unwrap();
+        assert_eq!(run(&mut s), []);
     }
 
     #[test]
@@ -1328,13 +1577,11 @@ mod tests {
         let mut s = bridged(t0);
         s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap();
         // Same hint, new payload types: the latch stays.
-        let same =
-            LegParams { remote_rtp: Some(addr(PHONE_A)), remote_rtcp: None, payloads: map(&[(0, PCMU), (110, TE)]) };
+        let same = params(PHONE_A, &[(0, PCMU), (110, TE)]);
         s.update_leg(Leg::A, same, t0).unwrap();
         assert_eq!(s.stats(Leg::A).unwrap().rtp_source, Some(addr(PHONE_A)));
         // Another device: learn again, from whoever sends first.
-        let moved =
-            LegParams { remote_rtp: Some(addr("10.0.0.9:5000")), remote_rtcp: None, payloads: map(&[(0, PCMU)]) };
+        let moved = params("10.0.0.9:5000", &[(0, PCMU)]);
         s.update_leg(Leg::A, moved, t0).unwrap();
         assert_eq!(s.stats(Leg::A).unwrap().rtp_source, None);
         assert_eq!(s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0).unwrap().to, addr("10.0.0.9:5000"));
@@ -1347,8 +1594,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = bridged(t0);
         s.on_rtp(Leg::B, addr(PHONE_B), &mut rtp(0, 1, 0, 2), t0).unwrap();
-        let hold =
-            LegParams { remote_rtp: Some(addr("0.0.0.0:40010")), remote_rtcp: None, payloads: map(&[(0, PCMU)]) };
+        let hold = params("0.0.0.0:40010", &[(0, PCMU)]);
         s.update_leg(Leg::B, hold, t0).unwrap();
         assert_eq!(s.stats(Leg::B).unwrap().rtp_source, Some(addr(PHONE_B)));
         assert_eq!(s.on_rtp(Leg::A, addr(PHONE_A), &mut rtp(0, 1, 0, 1), t0).unwrap().to, addr(PHONE_B));
@@ -1369,8 +1615,7 @@ mod tests {
     fn reinvite_renumbering_payload_types_maps_by_codec() {
         let t0 = Instant::now();
         let mut s = bridged(t0);
-        let renumbered =
-            LegParams { remote_rtp: Some(addr(PHONE_B)), remote_rtcp: None, payloads: map(&[(8, PCMA), (120, TE)]) };
+        let renumbered = params(PHONE_B, &[(8, PCMA), (120, TE)]);
         s.update_leg(Leg::B, renumbered, t0).unwrap();
         let mut buf = vec![0; 16];
         write_packet(&mut buf, 101, false, 1, 0, 1, &[1, 0, 0, 160]).unwrap();
@@ -1785,9 +2030,8 @@ mod tests {
         assert_eq!(s.handle_timeout(t0 + ms(6999)), []);
         assert_eq!(s.handle_timeout(t0 + secs(7)), [MediaEvent::OneWay { silent: Leg::B, silent_for: secs(7) }]);
         // A re-INVITE for B re-arms it, with a new grace.
-        let params = LegParams { remote_rtp: Some(addr(PHONE_B)), remote_rtcp: None, payloads: map(&[(0, PCMU)]) };
         let updated = t0 + secs(8);
-        s.update_leg(Leg::B, params, updated).unwrap();
+        s.update_leg(Leg::B, params(PHONE_B, &[(0, PCMU)]), updated).unwrap();
         assert_eq!(s.handle_timeout(updated), [MediaEvent::OneWayEnded { leg: Leg::B }]);
         a_talks(&mut s, updated, updated + secs(7));
         assert_eq!(s.poll_timeout(), Some(updated + secs(7)));
@@ -1927,12 +2171,19 @@ mod tests {
         assert_eq!(TE.static_payload_type(), None);
     }
 
-    /// The relay path allocates nothing per packet, switch-overs, drops and
-    /// telephone-events included (counted by the test allocator in lib.rs).
+    /// The relay path allocates nothing per packet, switch-overs, drops,
+    /// telephone-events and in-band keys included (counted by the test
+    /// allocator in lib.rs).
     #[test]
     fn on_rtp_allocates_nothing() {
         let t0 = Instant::now();
         let mut s = bridged(t0);
+        // B listens for tones: it sends key 7 for 100 ms in every 200.
+        let mut listening = s.payloads(Leg::B).map(|payloads| params(PHONE_B, payloads.entries())).unwrap();
+        listening.inband_dtmf = true;
+        s.update_leg(Leg::B, listening, t0).unwrap();
+        let tones: Vec<[u8; 160]> = (0..10).map(|n| key_7_frame(0..5, n, crate::g711::linear_to_alaw)).collect();
+        let mut keys = [0usize; 2];
         let mut a = rtp(0, 1, 0, 0xa);
         let mut b = rtp(8, 1, 0, 0xb);
         let mut event = vec![0; 16];
@@ -1947,16 +2198,21 @@ mod tests {
             let ssrc = if i < 1000 { 0xa } else { 0xaa };
             write_packet(&mut a, 0, false, i, u32::from(i) * 160, ssrc, &[0xd5; 160]).unwrap();
             assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut a, now).is_some());
-            write_packet(&mut b, 8, false, i, u32::from(i) * 160, 0xb, &[0xd5; 160]).unwrap();
+            write_packet(&mut b, 8, false, i, u32::from(i) * 160, 0xb, &tones[usize::from(i % 10)]).unwrap();
             assert!(s.on_rtp(Leg::B, addr(PHONE_B), &mut b, now).is_some());
             assert!(s.on_rtp(Leg::A, intruder, &mut a, now).is_none());
             if i % 100 == 0 {
+                // Events without an end: each new one reports the one before.
                 write_packet(&mut event, 101, false, i, u32::from(i) * 160, 0xa, &[1, 0, 0, 160]).unwrap();
                 assert!(s.on_rtp(Leg::A, addr(PHONE_A), &mut event, now).is_some());
                 assert!(s.on_rtcp(Leg::B, addr("127.0.0.1:40011"), &rr, now).is_some());
             }
+            while let Some(MediaEvent::Digit { leg, .. }) = s.take_digit() {
+                keys[leg.index()] += 1;
+            }
         }
         assert_eq!(crate::test_alloc::allocations_on_this_thread() - before, 0);
+        assert_eq!(keys, [19, 200], "telephone-events from A, tones from B");
         // The counter does see allocations.
         let boxed = std::hint::black_box(Box::new(before));
         assert!(crate::test_alloc::allocations_on_this_thread() > before, "{boxed}");
@@ -2040,7 +2296,7 @@ mod tests {
                 entries.push((pt, codecs[rng.random_range(0..codecs.len())]));
             }
         }
-        LegParams { remote_rtp, remote_rtcp, payloads: map(&entries) }
+        LegParams { remote_rtp, remote_rtcp, payloads: map(&entries), inband_dtmf: rng.random() }
     }
 
     fn random_bytes(rng: &mut impl rand::RngExt, buf: &mut Vec<u8>, n: usize) {

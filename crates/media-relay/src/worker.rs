@@ -296,10 +296,10 @@ impl Worker {
             Channel::Rtp => call.session.on_rtp(leg, from, packet, now),
             Channel::Rtcp => call.session.on_rtcp(leg, from, packet, now),
         };
-        if let Some(digit) = call.session.take_digit()
-            && call.events.try_send(digit).is_err()
-        {
-            tracing::warn!("media event dropped: the call's event queue is full or closed");
+        while let Some(digit) = call.session.take_digit() {
+            if call.events.try_send(digit).is_err() {
+                tracing::warn!("media event dropped: the call's event queue is full or closed");
+            }
         }
         if let Some(forward) = forward
             && call.sockets.send(&mut call.session, forward, &self.buf[..datagram.len])

@@ -29,7 +29,8 @@ fn rss_kib() -> u64 {
 }
 
 fn pcmu(remote: SocketAddr) -> LegParams {
-    LegParams { remote_rtp: Some(remote), remote_rtcp: None, payloads: PayloadMap::new(&[(0, Codec::Pcmu)]).unwrap() }
+    let payloads = PayloadMap::new(&[(0, Codec::Pcmu)]).unwrap();
+    LegParams { remote_rtp: Some(remote), payloads, ..LegParams::default() }
 }
 
 async fn churn(relay: &MediaRelay, calls: usize) {

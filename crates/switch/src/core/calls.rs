@@ -2537,7 +2537,7 @@ fn leg_params(agreed: &AudioAgreement) -> Result<LegParams, String> {
         .filter_map(|c| MediaCodec::from_rtpmap(&c.name, c.clock_rate).map(|m| (c.payload_type, m)))
         .collect();
     let payloads = PayloadMap::new(&payloads).map_err(|e| e.to_string())?;
-    Ok(LegParams { remote_rtp: agreed.remote_rtp, remote_rtcp: agreed.remote_rtcp, payloads })
+    Ok(LegParams { remote_rtp: agreed.remote_rtp, remote_rtcp: agreed.remote_rtcp, payloads, inband_dtmf: false })
 }
 
 /// What the caller gets when no callee answered, from the forks' statuses: a

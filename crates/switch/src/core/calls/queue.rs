@@ -152,7 +152,9 @@ impl SipCore {
     /// put through to later.
     pub(super) fn prepare_held(&self, req: &Req<'_>) -> Result<Held, Refusal> {
         let (offer, agreed, timer) = self.caller_offer(req)?;
-        let params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
+        let mut params = leg_params(&agreed).map_err(|why| Refusal::new(488, &format!("Not Acceptable Here ({why})")))?;
+        // Its keys matter here (a PIN, the exit key): without telephone-event they are tones in its audio.
+        params.inband_dtmf = agreed.audio.telephone_event.is_none();
         let caller_leg = self.allocate_leg(agreed.audio.rtcp_mux)?;
         let agent_leg = self.allocate_leg(false)?;
         let caller = self
