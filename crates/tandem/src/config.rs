@@ -1071,6 +1071,30 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
     }
 
     #[test]
+    fn ivr_keys_and_pin_rules_are_checked() {
+        let ep = "[endpoints]\n1004 = { password = \"p\" }\n[ivrs.pin]\n";
+        let rule = |body: &str| err(&format!("{ep}[[dispatch]]\n{body}\n"));
+        let twice = rule("pin = \"1234\"\nto = \"endpoint:1004\"\n[[dispatch]]\npin = \"1234\"\nto = \"endpoint:1004\"");
+        assert!(twice.contains("dispatch[1]: another rule (rule 1) has this PIN for any call"), "{twice}");
+        assert!(!twice.contains("1234"), "a PIN is not repeated in errors: {twice}");
+        assert!(rule("pin = \"12a4\"\nto = \"endpoint:1004\"").contains("dispatch[0]"));
+        assert!(rule("pin = \"1234\"\nto = \"endpoint:9999\"").contains("endpoint \"9999\" is not a defined endpoint"));
+        assert!(rule("pin = \"1234\"\nto = \"uri:sip:room@meet.example\"").contains("with an IP address"));
+        assert!(rule("pin = \"1234\"\nto = \"hangup\"").contains("not a place to send a caller"));
+        assert!(err(&format!("{ep}mode = \"menu\"\n")).contains("ivrs.pin.mode: unknown mode \"menu\""));
+        assert!(err("[ivrs.r]\nmode = \"reference\"\n").contains("ivrs.r.then: a reference IVR needs"));
+        assert!(err(&format!("{ep}pin_length = 0\n")).contains("pin length must be"));
+        assert!(err("[[dialplan.internal]]\nexact = \"7\"\nivr = \"nope\"\n").contains("ivr \"nope\" is not a defined IVR"));
+        let c = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml")).unwrap();
+        assert_eq!(c.core.ivr.rules.len(), 2);
+        assert!(c.core.ivr.ivrs.contains_key("pin") && c.core.ivr.ivrs.contains_key("reference"));
+        for profile in [Profile::Internal, Profile::External] {
+            assert_eq!(c.core.dialplan.route(profile, "7000"), Some(switch::dialplan::Route::Ivr { name: "pin".into() }));
+            assert_eq!(c.core.dialplan.route(profile, "7100"), Some(switch::dialplan::Route::Ivr { name: "reference".into() }));
+        }
+    }
+
+    #[test]
     fn queue_keys_are_checked() {
         let ep = "[endpoints]\n1001 = { password = \"p\" }\n[trunks.t]\nnetworks = [\"10.0.0.0/8\"]\n";
         let q = |body: &str| err(&format!("{ep}[queues.q]\n{body}\n"));
