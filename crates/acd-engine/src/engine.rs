@@ -168,7 +168,6 @@ struct Caller {
     skills: Box<[SkillId]>,
     joined: Instant,
     seq: u64,
-    slot: u32,
     phase: Phase,
     offers: Vec<Offer>,
     attempt: u32,
@@ -305,17 +304,11 @@ impl Engine {
         self.next_seq += 1;
         let queue_ref = &mut self.queues[q as usize];
         let next_announce = queue_ref.config.announce_every.map(|every| now + every);
-        let mut renumbered = Vec::new();
-        let slot = queue_ref.positions.push(caller.priority, call, &mut renumbered);
+        queue_ref.positions.insert(caller.priority, seq);
         queue_ref.waiting.insert(seq, call);
         queue_ref.counters.entered += 1;
-        let position = queue_ref.positions.position(caller.priority, slot);
+        let position = queue_ref.positions.position(caller.priority, seq);
         let name = queue_ref.name().to_owned();
-        for (other, slot) in renumbered {
-            if let Some(other) = self.callers.get_mut(&other) {
-                other.slot = slot;
-            }
-        }
         self.callers.insert(
             call,
             Caller {
@@ -324,7 +317,6 @@ impl Engine {
                 skills: skills.into_boxed_slice(),
                 joined: now,
                 seq,
-                slot,
                 phase: Phase::Ready,
                 offers: Vec::new(),
                 attempt: 0,
@@ -566,7 +558,7 @@ impl Engine {
     pub fn caller_position(&self, call: CallId) -> Option<(&str, usize)> {
         let caller = self.callers.get(&call)?;
         let queue = &self.queues[caller.queue as usize];
-        Some((queue.name(), queue.positions.position(caller.priority, caller.slot)))
+        Some((queue.name(), queue.positions.position(caller.priority, caller.seq)))
     }
 
     /// Callers waiting in all queues.
@@ -721,7 +713,7 @@ impl Engine {
                 self.schedule_caller(call, now);
                 return;
             }
-            let position = queue.positions.position(caller.priority, caller.slot);
+            let position = queue.positions.position(caller.priority, caller.seq);
             let estimated_wait = estimated_wait(queue, position);
             self.actions.push_back(Action::Announce { call, queue: queue.name().to_owned(), position, estimated_wait });
         }
@@ -893,8 +885,8 @@ impl Engine {
             self.timers.remove(&(at, Timer::Caller(call)));
         }
         let queue = &mut self.queues[caller.queue as usize];
-        let position = queue.positions.position(caller.priority, caller.slot);
-        queue.positions.remove(caller.priority, caller.slot);
+        let position = queue.positions.position(caller.priority, caller.seq);
+        queue.positions.remove(caller.priority, caller.seq);
         queue.waiting.remove(&caller.seq);
         Some((caller, position))
     }
@@ -1451,15 +1443,8 @@ impl Engine {
             for call in calls {
                 let Some(caller) = self.callers.get_mut(&call) else { continue };
                 let queue = &mut self.queues[q as usize];
-                let mut renumbered = Vec::new();
-                caller.slot = queue.positions.push(caller.priority, call, &mut renumbered);
+                queue.positions.insert(caller.priority, caller.seq);
                 queue.waiting.insert(caller.seq, call);
-                // Renumbering only happens among callers pushed before this one.
-                for (other, slot) in renumbered {
-                    if let Some(other) = self.callers.get_mut(&other) {
-                        other.slot = slot;
-                    }
-                }
                 let caller = &self.callers[&call];
                 if caller.phase == Phase::Ready {
                     self.add_ready(call);

@@ -140,7 +140,8 @@
 //! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Exceptions, linear in the
 //! free agents of the caller's queue: ring-all (it rings them all), the skills
 //! strategy for a caller that needs skills (it scores every free agent with them), and
-//! weighted random for such a caller. Positions come from a Fenwick tree per priority.
+//! weighted random for such a caller. Positions come from a tree per queue that counts
+//! the callers under each node, so a join or a leave updates one path, never the queue.
 //! Timers live in one ordered set with at most one entry per caller and per agent.
 //! Callers are bounded by `max_waiting_total`, connected calls by the agents, skill
 //! names by 4,096; the switch must drain the actions after each call.
