@@ -58,6 +58,9 @@ struct Agent {
     calls_taken: u64,
     last_call_end: Option<Instant>,
     memberships: Vec<(QueueIdx, MemberId)>,
+    /// While the agent is offered a call: where its offer sits in that caller's offers,
+    /// so that ending one of many (a ring-all round) finds it at once.
+    offer_index: u32,
     timer: Option<Instant>,
 }
 
@@ -375,7 +378,7 @@ impl Engine {
         self.advance(now);
         let Some(&a) = self.agent_ids.get(agent) else { return };
         let Some(caller) = self.callers.get(&call) else { return };
-        if !caller.offers.iter().any(|offer| offer.agent == a) {
+        if self.offer_index(caller, a).is_none() {
             return;
         }
         match result {
@@ -683,8 +686,9 @@ impl Engine {
         }
         let expired: Vec<AgentIdx> =
             caller.offers.iter().filter(|offer| offer.until <= now).map(|offer| offer.agent).collect();
+        // The caller is scheduled once, below: a round of k offers ends in O(k).
         for a in expired {
-            self.end_offer(call, a, OfferEnd::RingTimeout, now);
+            self.close_offer(call, a, OfferEnd::RingTimeout, now);
         }
         let Some(caller) = self.callers.get_mut(&call) else { return };
         match caller.phase {
@@ -1122,21 +1126,24 @@ impl Engine {
         let ring = self.queues[q as usize].strategy.ring();
         let Some(first) = self.pick(call) else { return };
         let tier = self.tier_of(q, first);
-        self.offer(call, first, now);
+        self.start_offer(call, first, now);
         match ring {
             Ring::One => {}
             Ring::All => {
-                while let Some(m) = self.with_candidates(call, tier, |_, candidates, _| candidates.first()).flatten() {
-                    self.offer(call, m, now);
+                // The rest of the tier, listed in one pass rather than a search per offer.
+                let rest = self.with_candidates(call, tier, |_, candidates, _| candidates.in_order(usize::MAX));
+                for m in rest.unwrap_or_default() {
+                    self.start_offer(call, m, now);
                 }
             }
             Ring::Progressive(every) => {
                 if let Some(caller) = self.callers.get_mut(&call) {
                     caller.next_progressive = Some(now + every);
                 }
-                self.schedule_caller(call, now);
             }
         }
+        // Once for the round: scheduling reads every offer.
+        self.schedule_caller(call, now);
     }
 
     fn tier_of(&self, q: QueueIdx, m: MemberId) -> Option<u32> {
@@ -1144,6 +1151,13 @@ impl Engine {
     }
 
     fn offer(&mut self, call: CallId, m: MemberId, now: Instant) {
+        self.start_offer(call, m, now);
+        self.schedule_caller(call, now);
+    }
+
+    /// Offers the caller to a member. The caller's timer is left to whoever calls this,
+    /// to set once for all the offers it makes.
+    fn start_offer(&mut self, call: CallId, m: MemberId, now: Instant) {
         let Some(caller) = self.callers.get(&call) else { return };
         let q = caller.queue;
         let queue = &self.queues[q as usize];
@@ -1166,6 +1180,7 @@ impl Engine {
         let waited = now.saturating_duration_since(caller.joined);
         let agent = &mut self.agents[a as usize];
         agent.state = AgentState::Offered(call);
+        agent.offer_index = (caller.offers.len() - 1) as u32;
         let agent_id = agent.id.clone();
         self.actions.push_back(Action::Offer {
             call,
@@ -1176,13 +1191,28 @@ impl Engine {
         });
         self.event(now, Some(queue_name), Some(call), Some(agent_id), EventKind::Offer { attempt, waited });
         self.refresh_agent(a, now);
-        self.schedule_caller(call, now);
+    }
+
+    /// Where agent `a`'s offer sits in the caller's offers, if it has one there.
+    fn offer_index(&self, caller: &Caller, a: AgentIdx) -> Option<usize> {
+        let i = self.agents[a as usize].offer_index as usize;
+        caller.offers.get(i).is_some_and(|offer| offer.agent == a).then_some(i)
+    }
+
+    /// Takes agent `a`'s offer out of the caller's offers.
+    fn take_offer(&mut self, call: CallId, a: AgentIdx) -> Option<Offer> {
+        let caller = self.callers.get(&call)?;
+        let i = self.offer_index(caller, a)?;
+        let caller = self.callers.get_mut(&call)?;
+        let offer = caller.offers.swap_remove(i);
+        if let Some(moved) = caller.offers.get(i) {
+            self.agents[moved.agent as usize].offer_index = i as u32;
+        }
+        Some(offer)
     }
 
     fn answered(&mut self, call: CallId, a: AgentIdx, now: Instant) {
-        let Some(caller) = self.callers.get_mut(&call) else { return };
-        let Some(i) = caller.offers.iter().position(|offer| offer.agent == a) else { return };
-        let offer = caller.offers.swap_remove(i);
+        let Some(offer) = self.take_offer(call, a) else { return };
         let Some((caller, _)) = self.remove_caller(call) else { return };
         self.cancel_offers(call, &caller, now);
         let q = caller.queue;
@@ -1210,9 +1240,16 @@ impl Engine {
     }
 
     fn end_offer(&mut self, call: CallId, a: AgentIdx, end: OfferEnd, now: Instant) {
-        let Some(caller) = self.callers.get_mut(&call) else { return };
-        let Some(i) = caller.offers.iter().position(|offer| offer.agent == a) else { return };
-        let offer = caller.offers.swap_remove(i);
+        if self.close_offer(call, a, end, now) {
+            self.schedule_caller(call, now);
+        }
+    }
+
+    /// Ends agent `a`'s offer; false if there was none. The caller's timer is left to
+    /// whoever calls this, to set once for all the offers it ends.
+    fn close_offer(&mut self, call: CallId, a: AgentIdx, end: OfferEnd, now: Instant) -> bool {
+        let Some(offer) = self.take_offer(call, a) else { return false };
+        let Some(caller) = self.callers.get(&call) else { return false };
         let q = caller.queue;
         let rang = now.saturating_duration_since(offer.started);
         let queue = &mut self.queues[q as usize];
@@ -1265,7 +1302,7 @@ impl Engine {
             self.refresh_agent(a, now);
         }
         // The round is over when nothing rings any more.
-        let Some(caller) = self.callers.get_mut(&call) else { return };
+        let Some(caller) = self.callers.get_mut(&call) else { return true };
         if caller.phase == Phase::Ringing && caller.offers.is_empty() {
             caller.next_progressive = None;
             if end == OfferEnd::Withdrawn || retry.is_zero() {
@@ -1276,7 +1313,7 @@ impl Engine {
                 caller.phase = Phase::Retry { until: now + retry };
             }
         }
-        self.schedule_caller(call, now);
+        true
     }
 
     // ---- configuration ----
@@ -1326,6 +1363,7 @@ impl Engine {
                         calls_taken: 0,
                         last_call_end: None,
                         memberships: Vec::new(),
+                        offer_index: 0,
                         timer: None,
                     };
                     let a = match self.spare_agents.pop() {
