@@ -11,6 +11,7 @@ use rand::rngs::SmallRng;
 
 use crate::config::{AcdConfig, ConfigError, JoinRule, LeaveRule, QueueConfig};
 use crate::positions::Positions;
+use crate::ready::ReadyCallers;
 use crate::strategy::{self, Candidates, FreeMembers, MemberFacts, MemberId, OrderKey, Ring, Strategy};
 use crate::types::*;
 
@@ -25,7 +26,7 @@ type AgentIdx = u32;
 type QueueIdx = u32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct SkillId(u16);
+pub(crate) struct SkillId(pub(crate) u16);
 
 /// Room the callers' table is given up front (or `max_waiting_total`, if lower): 4.5 MB
 /// of address space, touched only as callers come. A table that grows, or that is over
@@ -96,13 +97,6 @@ struct QueueMember {
     talk: Duration,
 }
 
-/// Ready callers that need the same skills, by (priority, join order).
-#[derive(Debug)]
-struct ReadyClass {
-    skills: Box<[SkillId]>,
-    callers: BTreeMap<(Reverse<u8>, u64), CallId>,
-}
-
 #[derive(Debug, Default, Clone)]
 struct Counters {
     entered: u64,
@@ -135,7 +129,7 @@ struct Queue {
     strategy: Box<dyn Strategy>,
     members: Vec<QueueMember>,
     free: FreeMembers,
-    ready: Vec<ReadyClass>,
+    ready: ReadyCallers,
     /// Every waiting caller, by join order.
     waiting: BTreeMap<u64, CallId>,
     positions: Positions,
@@ -866,26 +860,16 @@ impl Engine {
     fn add_ready(&mut self, call: CallId) {
         let Some(caller) = self.callers.get(&call) else { return };
         let queue = &mut self.queues[caller.queue as usize];
-        let key = (Reverse(caller.priority), caller.seq);
-        match queue.ready.iter_mut().find(|class| class.skills == caller.skills) {
-            Some(class) => {
-                class.callers.insert(key, call);
-            }
-            None => {
-                queue.ready.push(ReadyClass { skills: caller.skills.clone(), callers: BTreeMap::from([(key, call)]) })
-            }
-        }
+        let (agents, members) = (&self.agents, &queue.members);
+        let qualifies =
+            |m: MemberId, skills: &[SkillId]| agents[members[m.0 as usize].agent as usize].has_skills(skills);
+        queue.ready.insert(&caller.skills, (Reverse(caller.priority), caller.seq), call, qualifies);
     }
 
     fn remove_ready(&mut self, call: CallId) {
         let Some(caller) = self.callers.get(&call) else { return };
         let queue = &mut self.queues[caller.queue as usize];
-        if let Some(i) = queue.ready.iter().position(|class| class.skills == caller.skills) {
-            queue.ready[i].callers.remove(&(Reverse(caller.priority), caller.seq));
-            if queue.ready[i].callers.is_empty() {
-                queue.ready.swap_remove(i);
-            }
-        }
+        queue.ready.remove(&caller.skills, (Reverse(caller.priority), caller.seq));
     }
 
     /// Takes the caller out of its queue; returns it and the position it had.
@@ -1019,10 +1003,7 @@ impl Engine {
                     step.checked_mul(penalty).is_some_and(|wait| now.saturating_duration_since(joined) >= wait)
                 })
             };
-            for class in &queue.ready {
-                if !agent.has_skills(&class.skills) {
-                    continue;
-                }
+            for class in queue.ready.classes_of(m) {
                 // The first caller of each priority is the longest waiting: if its
                 // tier is not open yet, no later one's is.
                 let mut from = Bound::Unbounded;
@@ -1442,10 +1423,10 @@ impl Engine {
             self.queue_ids.insert(queue_config.name.clone(), q);
             self.queues.push(Queue {
                 free: FreeMembers::new(members.len()),
+                ready: ReadyCallers::new(members.len()),
                 config: queue_config,
                 strategy,
                 members,
-                ready: Vec::new(),
                 waiting: BTreeMap::new(),
                 positions: Positions::default(),
                 penalties,
@@ -1570,7 +1551,11 @@ impl Engine {
                     return Err(format!("{call:?} is listed in queue {:?} but belongs elsewhere", queue.name()));
                 }
             }
-            let ready: usize = queue.ready.iter().map(|class| class.callers.len()).sum();
+            let members = &queue.members;
+            let qualifies =
+                |m: MemberId, skills: &[SkillId]| self.agents[members[m.0 as usize].agent as usize].has_skills(skills);
+            queue.ready.check(qualifies).map_err(|problem| format!("queue {:?}: {problem}", queue.name()))?;
+            let ready = queue.ready.len();
             let ready_callers = queue
                 .waiting
                 .values()

@@ -137,7 +137,10 @@
 //! Free agents are kept per queue and tier in the order their strategy gives them, and
 //! ready callers per queue and required-skill set in (priority, join) order, so a
 //! decision reads the heads of a few ordered sets: O(log n), about 1–3 µs with 10,000
-//! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Exceptions, linear in the
+//! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Each member keeps the
+//! list of the skill sets its agent can serve, so a freed agent reads only those sets'
+//! heads; a set's list entries are made when its first ready caller comes and dropped
+//! when its last one goes, a pass over the queue's members. Exceptions, linear in the
 //! free agents of the caller's queue: ring-all (it rings them all), the skills
 //! strategy for a caller that needs skills (it scores every free agent with them), and
 //! weighted random for such a caller. Positions come from a tree per queue that counts
@@ -149,6 +152,7 @@
 mod config;
 mod engine;
 mod positions;
+mod ready;
 pub mod strategy;
 mod types;
 
