@@ -310,10 +310,9 @@ impl Engine {
         self.next_seq += 1;
         let queue_ref = &mut self.queues[q as usize];
         let next_announce = queue_ref.config.announce_every.map(|every| now + every);
-        queue_ref.positions.insert(caller.priority, seq);
+        let position = queue_ref.positions.insert(caller.priority, seq);
         queue_ref.waiting.insert(seq, call);
         queue_ref.counters.entered += 1;
-        let position = queue_ref.positions.position(caller.priority, seq);
         let name = queue_ref.name().to_owned();
         self.callers.insert(
             call,
@@ -882,8 +881,8 @@ impl Engine {
             self.timers.remove(&(at, Timer::Caller(call)));
         }
         let queue = &mut self.queues[caller.queue as usize];
-        let position = queue.positions.position(caller.priority, caller.seq);
-        queue.positions.remove(caller.priority, caller.seq);
+        // Every waiting caller has a position (see check_invariants).
+        let position = queue.positions.remove(caller.priority, caller.seq).unwrap_or(0);
         queue.waiting.remove(&caller.seq);
         Some((caller, position))
     }

@@ -26,13 +26,19 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
-    /// Adds a caller; `seq` orders callers of one priority (join order).
-    pub(crate) fn insert(&mut self, priority: u8, seq: u64) {
-        self.root = Some(insert(self.root.take(), (Reverse(priority), seq)));
+    /// Adds a caller; `seq` orders callers of one priority (join order). Returns its
+    /// 1-based position.
+    pub(crate) fn insert(&mut self, priority: u8, seq: u64) -> usize {
+        let mut before = 0;
+        self.root = Some(insert(self.root.take(), (Reverse(priority), seq), &mut before));
+        before as usize + 1
     }
 
-    pub(crate) fn remove(&mut self, priority: u8, seq: u64) {
-        self.root = remove(self.root.take(), (Reverse(priority), seq));
+    /// Removes a caller; returns the 1-based position it had, if it was there.
+    pub(crate) fn remove(&mut self, priority: u8, seq: u64) -> Option<usize> {
+        let mut before = None;
+        self.root = remove(self.root.take(), (Reverse(priority), seq), 0, &mut before);
+        before.map(|before| before as usize + 1)
     }
 
     /// 1-based position of the caller with this priority and join order.
@@ -114,24 +120,37 @@ fn rebalance(mut node: Box<Node>) -> Box<Node> {
     node
 }
 
-fn insert(link: Link, key: Key) -> Box<Node> {
+/// Inserts `key` under `link`, adding to `before` the nodes it passes on their right.
+fn insert(link: Link, key: Key, before: &mut u32) -> Box<Node> {
     let Some(mut node) = link else {
         return Box::new(Node { key, left: None, right: None, size: 1, height: 1 });
     };
     match key.cmp(&node.key) {
-        Ordering::Less => node.left = Some(insert(node.left.take(), key)),
-        Ordering::Greater => node.right = Some(insert(node.right.take(), key)),
-        Ordering::Equal => return node,
+        Ordering::Less => node.left = Some(insert(node.left.take(), key, before)),
+        Ordering::Greater => {
+            *before += size(&node.left) + 1;
+            node.right = Some(insert(node.right.take(), key, before));
+        }
+        Ordering::Equal => {
+            *before += size(&node.left);
+            return node;
+        }
     }
     rebalance(node)
 }
 
-fn remove(link: Link, key: Key) -> Link {
+/// Removes `key` from under `link`; `found` gets the number of nodes before it, counting
+/// from `passed`, the nodes before this subtree.
+fn remove(link: Link, key: Key, passed: u32, found: &mut Option<u32>) -> Link {
     let mut node = link?;
     match key.cmp(&node.key) {
-        Ordering::Less => node.left = remove(node.left.take(), key),
-        Ordering::Greater => node.right = remove(node.right.take(), key),
+        Ordering::Less => node.left = remove(node.left.take(), key, passed, found),
+        Ordering::Greater => {
+            let passed = passed + size(&node.left) + 1;
+            node.right = remove(node.right.take(), key, passed, found);
+        }
         Ordering::Equal => {
+            *found = Some(passed + size(&node.left));
             let left = node.left.take();
             let Some(right) = node.right.take() else { return left };
             // The next caller in order takes the removed one's place.
@@ -186,13 +205,14 @@ mod tests {
         let mut model: BTreeSet<Key> = BTreeSet::new();
         for seq in 0..5_000u64 {
             let priority = rng.random_range(0..4u8);
-            positions.insert(priority, seq);
             model.insert((Reverse(priority), seq));
+            let position = model.range(..(Reverse(priority), seq)).count() + 1;
+            assert_eq!(positions.insert(priority, seq), position);
             // Leave at random, a little less often than joining, so the queue grows.
             if rng.random_bool(0.45) {
                 let i = rng.random_range(0..model.len());
                 let key = *model.iter().nth(i).expect("in range");
-                positions.remove(key.0.0, key.1);
+                assert_eq!(positions.remove(key.0.0, key.1), Some(i + 1));
                 model.remove(&key);
             }
             if seq % 500 == 0 {
@@ -204,7 +224,7 @@ mod tests {
         }
         assert_eq!(positions.len(), model.len());
         // Removing a caller that is not there changes nothing.
-        positions.remove(9, u64::MAX);
+        assert_eq!(positions.remove(9, u64::MAX), None);
         assert_eq!(positions.len(), model.len());
         for (Reverse(priority), seq) in model {
             positions.remove(priority, seq);
