@@ -136,18 +136,20 @@
 //!
 //! Free agents are kept per queue and tier in the order their strategy gives them, and
 //! ready callers per queue and required-skill set in (priority, join) order, so a
-//! decision reads the heads of a few ordered sets: O(log n), about 1–3 µs with 10,000
+//! decision reads the heads of a few ordered sets: O(log n), about 1–4 µs with 10,000
 //! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Each member keeps the
-//! list of the skill sets its agent can serve, so a freed agent reads only those sets'
-//! heads; a set's list entries are made when its first ready caller comes and dropped
-//! when its last one goes, a pass over the queue's members. Exceptions, linear in the
-//! free agents of the caller's queue: ring-all (it rings them all), the skills
-//! strategy for a caller that needs skills (it scores every free agent with them), and
-//! weighted random for such a caller. Positions come from a tree per queue that counts
-//! the callers under each node, so a join or a leave updates one path, never the queue.
-//! Timers live in one ordered set with at most one entry per caller and per agent.
-//! Callers are bounded by `max_waiting_total`, connected calls by the agents, skill
-//! names by 4,096; the switch must drain the actions after each call.
+//! list of the skill sets its agent can serve, so a freed agent reads only those sets;
+//! adding a set to the lists or dropping it is a pass over the queue's members, and a
+//! set left without ready callers stays listed while the empty sets are at most 64 more
+//! than the others. Exceptions, linear in the free agents of the caller's queue:
+//! ring-all (it rings them all), the skills strategy for a caller that needs skills (it
+//! scores every free agent with them), and weighted random for such a caller. Positions
+//! come from a tree per queue that counts the callers under each node, so a join or a
+//! leave updates one path, never the queue. Timers live in one ordered set with at most
+//! one entry per caller and per agent. Callers are bounded by `max_waiting_total` (their
+//! table has room for up to 131,072 from the start, so that it does not grow in use),
+//! connected calls by the agents, skill names by 4,096; the switch must drain the
+//! actions after each call.
 
 mod config;
 mod engine;
