@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::Hash;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -28,12 +29,18 @@ type QueueIdx = u32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct SkillId(pub(crate) u16);
 
-/// Room the callers' table is given up front (or `max_waiting_total`, if lower): 4.5 MB
-/// of address space, touched only as callers come. A table that grows, or that is over
-/// half full when the churn of joins and leaves has used up its spare room, rehashes
-/// every entry within one join (3.5 ms at 100,000 callers). With this room, up to about
-/// 100,000 waiting callers it neither grows nor, in practice, fills up.
-const CALLERS_RESERVED: usize = 1 << 17;
+/// Room the callers' table gets once it is large (or `max_waiting_total`, if lower):
+/// 4.5 MB. A table that grows, or that is over half full when the churn of joins and
+/// leaves has used up its spare room, rehashes every entry within one join (3.5 ms at
+/// 100,000 callers). With this room, up to about 100,000 waiting callers it neither
+/// grows nor, in practice, fills up.
+const CALLERS_ROOM: usize = 1 << 17;
+
+/// Entries at which a table gets all its room at once (a rehash of this many takes
+/// about 0.1 ms). Below, it grows step by step and stays small: the few callers of a
+/// small engine spread over megabytes would each cost cache misses and, at first, a
+/// page fault.
+const ROOM_AT: usize = 4096;
 
 /// A skill no agent has.
 const NO_SUCH_SKILL: SkillId = SkillId(u16::MAX);
@@ -314,6 +321,7 @@ impl Engine {
         queue_ref.waiting.insert(seq, call);
         queue_ref.counters.entered += 1;
         let name = queue_ref.name().to_owned();
+        make_room(&mut self.callers, self.max_waiting_total.min(CALLERS_ROOM));
         self.callers.insert(
             call,
             Box::new(Caller {
@@ -1213,6 +1221,9 @@ impl Engine {
             self.queues[q as usize].members[m.0 as usize].calls += 1;
         }
         let agent_id = agent.id.clone();
+        // Connected calls are bounded by the agents. Room for twice as many: like the
+        // callers' table, one over half full rehashes under churn (1.3 ms at 10,000).
+        make_room(&mut self.connected, 2 * self.agent_ids.len());
         self.connected.insert(call, Connected { agent: a, queue: Some(q), answered: now, waited });
         let rang = now.saturating_duration_since(offer.started);
         self.event(now, Some(queue_name), Some(call), Some(agent_id), EventKind::Connect { waited, rang });
@@ -1314,11 +1325,6 @@ impl Engine {
     fn apply_config(&mut self, config: AcdConfig, now: Option<Instant>) {
         self.longest_waiting_across_queues = config.longest_waiting_across_queues;
         self.max_waiting_total = config.max_waiting_total;
-        let reserved = config.max_waiting_total.min(CALLERS_RESERVED);
-        self.callers.reserve(reserved.saturating_sub(self.callers.len()));
-        // Connected calls are bounded by the agents. Room for twice as many: like the
-        // callers' table, one over half full rehashes under churn (1.3 ms at 10,000).
-        self.connected.reserve((2 * config.agents.len()).saturating_sub(self.connected.len()));
         let now_or_epoch = now.or(self.now);
 
         // Agents: keep slots by id, define new ones, retire the missing.
@@ -1437,7 +1443,7 @@ impl Engine {
         }
 
         // Callers of removed queues exit; the rest move to their queue's new index. (Through
-        // the queues' lists: iterating the callers' table would cost its whole reserved size.)
+        // the queues' lists: iterating the callers' table costs its room, not its callers.)
         let mut removed: Vec<(u64, CallId)> =
             old_queues.values().flat_map(|(_, queue)| queue.waiting.iter().map(|(&seq, &call)| (seq, call))).collect();
         removed.sort_unstable();
@@ -1579,7 +1585,7 @@ impl Engine {
             return Err(format!("{waiting} callers listed in queues, {} callers", self.callers.len()));
         }
         // Through the queues (each caller is in one, checked above): iterating the callers'
-        // table would cost its whole reserved size.
+        // table costs its room, not its callers.
         let callers = self.queues.iter().flat_map(|queue| queue.waiting.values());
         let callers = callers.filter_map(|call| self.callers.get_key_value(call));
         let mut scheduled = 0;
@@ -1679,6 +1685,13 @@ fn presented(agent: &Agent) -> PresentedState {
         (AgentState::Idle, AgentStatus::LoggedOut) => PresentedState::LoggedOut,
         (AgentState::Idle, AgentStatus::OnBreak(reason)) => PresentedState::Paused(reason.clone()),
         (AgentState::Idle, AgentStatus::Available) => PresentedState::Available,
+    }
+}
+
+/// Gives a table that has reached `ROOM_AT` entries room for `room`, once.
+fn make_room<K: Eq + Hash, V>(table: &mut HashMap<K, V>, room: usize) {
+    if table.len() >= ROOM_AT && table.capacity() < room {
+        table.reserve(room - table.len());
     }
 }
 

@@ -146,10 +146,10 @@
 //! scores every free agent with them), and weighted random for such a caller. Positions
 //! come from a tree per queue that counts the callers under each node, so a join or a
 //! leave updates one path, never the queue. Timers live in one ordered set with at most
-//! one entry per caller and per agent. Callers are bounded by `max_waiting_total` (their
-//! table has room for up to 131,072 from the start, so that it does not grow in use),
-//! connected calls by the agents, skill names by 4,096; the switch must drain the
-//! actions after each call.
+//! one entry per caller and per agent. Callers are bounded by `max_waiting_total`,
+//! connected calls by the agents, skill names by 4,096; once the callers' table holds
+//! 4,096 it is given room for up to 131,072 at once, so that it does not grow, rehashing
+//! them all, under load. The switch must drain the actions after each call.
 
 mod config;
 mod engine;
