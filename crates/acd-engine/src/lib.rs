@@ -136,18 +136,25 @@
 //!
 //! Free agents are kept per queue and tier in the order their strategy gives them, and
 //! ready callers per queue and required-skill set in (priority, join) order, so a
-//! decision reads the heads of a few ordered sets: O(log n), about 1–3 µs with 10,000
-//! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Exceptions, linear in the
-//! free agents of the caller's queue: ring-all (it rings them all), the skills
-//! strategy for a caller that needs skills (it scores every free agent with them), and
-//! weighted random for such a caller. Positions come from a Fenwick tree per priority.
-//! Timers live in one ordered set with at most one entry per caller and per agent.
-//! Callers are bounded by `max_waiting_total`, connected calls by the agents, skill
-//! names by 4,096; the switch must drain the actions after each call.
+//! decision reads the heads of a few ordered sets: O(log n), about 1–4 µs with 10,000
+//! agents and 100,000 waiting callers (`benches/acd_decision.rs`). Each member keeps the
+//! list of the skill sets its agent can serve, so a freed agent reads only those sets;
+//! adding a set to the lists or dropping it is a pass over the queue's members, and a
+//! set left without ready callers stays listed while the empty sets are at most 64 more
+//! than the others. Exceptions, linear in the free agents of the caller's queue:
+//! ring-all (it rings them all), the skills strategy for a caller that needs skills (it
+//! scores every free agent with them), and weighted random for such a caller. Positions
+//! come from a tree per queue that counts the callers under each node, so a join or a
+//! leave updates one path, never the queue. Timers live in one ordered set with at most
+//! one entry per caller and per agent. Callers are bounded by `max_waiting_total`,
+//! connected calls by the agents, skill names by 4,096; once the callers' table holds
+//! 4,096 it is given room for up to 131,072 at once, so that it does not grow, rehashing
+//! them all, under load. The switch must drain the actions after each call.
 
 mod config;
 mod engine;
 mod positions;
+mod ready;
 pub mod strategy;
 mod types;
 
