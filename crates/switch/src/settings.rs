@@ -110,6 +110,8 @@ pub struct IvrSettings {
     pub ivrs: HashMap<String, std::sync::Arc<pin_ivr::IvrConfig>>,
     pub rules: Vec<pin_ivr::Rule>,
     pub limiter: pin_ivr::LimiterConfig,
+    /// The prompts of IVRs that speak another language than `media.language`, by IVR name.
+    pub sounds: HashMap<String, std::sync::Arc<crate::prompts::Sounds>>,
 }
 
 /// ACD queues: the engine's configuration, and what the switch does around

@@ -517,7 +517,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         )),
     };
     let known = acd::Known { endpoints: &endpoints, trunks: &trunks };
-    let ivr = ivr::parse(&src, &raw.ivrs, &raw.dispatch, &raw.pin, &raw.queues, &known)?;
+    let sounds_dir = Path::new(m.sounds.as_ref().map_or(DEFAULT_SOUNDS, |d| d.get_ref().as_str()));
+    let languages = ivr::Languages { dir: sounds_dir, default: sounds.as_deref() };
+    let ivr = ivr::parse(&src, &raw.ivrs, &raw.dispatch, &raw.pin, &raw.queues, &known, &languages)?;
     let (acd, queue_log) = acd::parse(&src, &raw.acd, &raw.agents, &raw.queues, known)?;
     let targets = Targets {
         endpoints: &endpoints,
@@ -1084,6 +1086,12 @@ register_retry_min_s = 1\nfrom_user = \"4420001\"\n\
         assert!(err(&format!("{ep}mode = \"menu\"\n")).contains("ivrs.pin.mode: unknown mode \"menu\""));
         assert!(err("[ivrs.r]\nmode = \"reference\"\n").contains("ivrs.r.then: a reference IVR needs"));
         assert!(err(&format!("{ep}pin_length = 0\n")).contains("pin length must be"));
+        assert!(err(&format!("{ep}prompts = {{ welcome = \"nope\" }}\n")).contains("ivrs.pin.prompts: no clip \"nope\""));
+        assert!(err(&format!("{ep}language = \"xx\"\n")).contains("ivrs.pin.language: "));
+        let quiet = parse(Path::new("t.toml"), &format!("{ep}prompts = {{ welcome = \"\", goodbye = \"queue-thank-you\" }}\n")).unwrap();
+        let prompts = &quiet.core.ivr.ivrs["pin"].prompts;
+        assert_eq!((prompts.welcome.as_deref(), prompts.goodbye.as_deref()), (None, Some("queue-thank-you")));
+        assert_eq!(prompts.enter.as_deref(), Some("ivr-enter-pin"), "the others keep their default");
         assert!(err("[[dialplan.internal]]\nexact = \"7\"\nivr = \"nope\"\n").contains("ivr \"nope\" is not a defined IVR"));
         let c = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tandem.toml")).unwrap();
         assert_eq!(c.core.ivr.rules.len(), 2);

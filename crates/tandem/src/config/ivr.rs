@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pin_ivr::{Destination, Failure, IvrConfig, LimiterConfig, Mode, Rule, Scope};
+use pin_ivr::{Destination, Failure, IvrConfig, LimiterConfig, Mode, Prompts, Rule, Scope};
 use serde::Deserialize;
+use switch::prompts::Sounds;
 use switch::settings::{IvrSettings, QueueExit};
 use toml::Spanned;
 
@@ -30,6 +31,27 @@ pub(super) struct RawIvr {
     max_attempts: u32,
     /// `hangup` or a destination.
     on_failure: String,
+    /// The prompts' language (a folder of `media.sounds`); default `media.language`.
+    language: Option<String>,
+    /// Clip names instead of the default prompts (`""`: none).
+    prompts: RawPrompts,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawPrompts {
+    welcome: Option<String>,
+    enter: Option<String>,
+    wrong: Option<String>,
+    too_many: Option<String>,
+    goodbye: Option<String>,
+    connecting: Option<String>,
+}
+
+/// Where the IVRs' prompts come from: the sounds folder and the switch's language.
+pub(super) struct Languages<'a> {
+    pub dir: &'a std::path::Path,
+    pub default: Option<&'a Sounds>,
 }
 
 impl Default for RawIvr {
@@ -47,6 +69,8 @@ impl Default for RawIvr {
             overall_timeout_s: pin.overall_timeout.as_secs(),
             max_attempts: pin.max_attempts,
             on_failure: "hangup".into(),
+            language: None,
+            prompts: RawPrompts::default(),
         }
     }
 }
@@ -84,6 +108,7 @@ pub(super) fn parse(
     pin: &RawPin,
     queues: &BTreeMap<String, Spanned<RawQueue>>,
     known: &Known<'_>,
+    languages: &Languages<'_>,
 ) -> Result<IvrSettings, ConfigError> {
     let destination = |text: &str| -> Result<Destination, String> {
         match exit(text, "", queues, known)? {
@@ -95,6 +120,7 @@ pub(super) fn parse(
         }
     };
     let mut configs = HashMap::new();
+    let mut own_sounds = HashMap::new();
     for (name, raw) in ivrs {
         let err = |field: &str, why: String| src.err(raw, &format!("ivrs.{name}.{field}"), why);
         let r = raw.get_ref();
@@ -125,8 +151,23 @@ pub(super) fn parse(
             Mode::Pin { .. } => IvrConfig::pin(name),
             Mode::Reference { then, .. } => IvrConfig::reference(name, then.clone()),
         };
+        let p = &r.prompts;
+        let pick = |set: &Option<String>, default: Option<String>| match set {
+            Some(clip) if clip.is_empty() => None,
+            Some(clip) => Some(clip.clone()),
+            None => default,
+        };
+        let prompts = Prompts {
+            welcome: pick(&p.welcome, base.prompts.welcome.clone()),
+            enter: pick(&p.enter, base.prompts.enter.clone()),
+            wrong: pick(&p.wrong, base.prompts.wrong.clone()),
+            too_many: pick(&p.too_many, base.prompts.too_many.clone()),
+            goodbye: pick(&p.goodbye, base.prompts.goodbye.clone()),
+            connecting: pick(&p.connecting, base.prompts.connecting.clone()),
+        };
         let config = IvrConfig {
             mode,
+            prompts,
             inter_digit_timeout: Duration::from_secs(r.inter_digit_timeout_s),
             overall_timeout: Duration::from_secs(r.overall_timeout_s),
             max_attempts: r.max_attempts,
@@ -134,6 +175,21 @@ pub(super) fn parse(
             ..base
         };
         config.validate().map_err(|e| src.err(raw, &format!("ivrs.{name}"), e))?;
+        // Its prompts must exist in its language (when there are prompts at all).
+        let sounds = match &r.language {
+            Some(lang) => {
+                let loaded = Sounds::load(languages.dir, lang).map_err(|e| err("language", e.to_string()))?;
+                Some(&**own_sounds.entry(name.clone()).or_insert(Arc::new(loaded)))
+            }
+            None => languages.default,
+        };
+        if let Some(sounds) = sounds {
+            let p = &config.prompts;
+            let clips = [&p.welcome, &p.enter, &p.wrong, &p.too_many, &p.goodbye, &p.connecting];
+            if let Some(missing) = clips.into_iter().flatten().find(|clip| sounds.get(clip).is_none()) {
+                return Err(err("prompts", format!("no clip \"{missing}\" in {}", sounds.dir().display())));
+            }
+        }
         configs.insert(name.clone(), Arc::new(config));
     }
 
@@ -161,5 +217,5 @@ pub(super) fn parse(
         ..LimiterConfig::default()
     };
     limiter.validate().map_err(|e| ConfigError(format!("{}: pin: {e}", src.file.display())))?;
-    Ok(IvrSettings { ivrs: configs, rules: parsed, limiter })
+    Ok(IvrSettings { ivrs: configs, rules: parsed, limiter, sounds: own_sounds })
 }

@@ -96,7 +96,10 @@ impl SipCore {
             match action {
                 Action::Play(clips) => {
                     let parts: Vec<Part> = clips.into_iter().map(Part::clip).collect();
-                    let prompt = self.sounds.as_ref().map(|s| s.say(&parts));
+                    // The IVR's own language, else the switch's.
+                    let ivr_name = call.queue.as_ref().map(|q| q.name.as_str()).unwrap_or_default();
+                    let sounds = self.settings.ivr.sounds.get(ivr_name).or(self.sounds.as_ref());
+                    let prompt = sounds.map(|s| s.say(&parts));
                     let Some(ivr) = call.ivr.as_mut() else { continue };
                     match prompt {
                         Some(Ok(prompt)) => {
