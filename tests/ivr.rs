@@ -225,3 +225,24 @@ fn the_right_pin_as_in_band_tones_puts_the_caller_through() {
     desk.succeeds();
     assert!(desk.log_lines().iter().any(|l| l == "room=42"), "{:?}", desk.log_lines());
 }
+
+#[test]
+fn a_reload_changes_an_ivr_for_the_next_caller() {
+    let bench = Bench::start("ivr-reload", &config(""));
+    let path = bench.switch.dir.join("tandem.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replace("[ivrs.pin]\nmode = \"pin\"\n", "[ivrs.pin]\nmode = \"pin\"\nmax_attempts = 1\n")).unwrap();
+    let status = std::process::Command::new("kill").args(["-HUP", &bench.switch.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(bench.switch.wait_for_log(&["configuration reloaded"], Duration::from_secs(5)));
+    // One wrong PIN is now all a caller gets: too many attempts, goodbye, BYE.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut caller = caller(&bench, "7000", &media);
+    let relay = caller.relay_port();
+    assert!(hear_prompt(&media, relay) > 0);
+    press(&media, relay, "0000000000");
+    caller.succeeds();
+    let log = bench.switch.log_lines().join("\n");
+    assert_eq!(log.matches("pin_rejected").count(), 1, "{log}");
+    assert!(log.contains("too_many_attempts"), "{log}");
+}

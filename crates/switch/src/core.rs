@@ -183,15 +183,19 @@ impl SipCore {
         self
     }
 
-    /// A new configuration (SIGHUP): endpoints, the dial plan, queues and
-    /// agents change; calls, registrations, waiting callers, agents' state and
-    /// queue counters stay. Everything else needs a restart. A queue removed
-    /// sends its callers to hang-up. Refused whole if the ACD part is.
+    /// A new configuration (SIGHUP): endpoints, the dial plan, queues, agents
+    /// and IVRs change (new IVR calls follow the new IVRs); calls,
+    /// registrations, waiting callers, agents' state, queue counters, the PIN
+    /// rules (the control plane may have changed them) and the count of wrong
+    /// PINs stay. Everything else needs a restart. A queue removed sends its
+    /// callers to hang-up. Refused whole if the ACD part is.
     pub fn reload(&mut self, new: CoreSettings, now: Instant) -> Result<Vec<Transmit>, String> {
         self.acd.reconfigure(new.acd.engine.clone(), now).map_err(|e| e.to_string())?;
         self.settings.endpoints = new.endpoints;
         self.settings.dialplan = new.dialplan;
         self.settings.acd = new.acd;
+        self.settings.ivr.ivrs = new.ivr.ivrs;
+        self.settings.ivr.sounds = new.ivr.sounds;
         // Agents new to the configuration start as their phones are.
         let agents: Vec<String> = self.settings.acd.engine.agents.iter().map(|a| a.id.clone()).collect();
         for agent in agents {

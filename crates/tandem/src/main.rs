@@ -207,7 +207,7 @@ async fn run(mut cfg: Config, config_path: &std::path::Path) -> Result<(), Strin
                             for t in out {
                                 transport.send(t.target, t.data);
                             }
-                            info!(path = %config_path.display(), "configuration reloaded: endpoints, dial plan, queues and agents");
+                            info!(path = %config_path.display(), "configuration reloaded: endpoints, dial plan, queues, agents and IVRs");
                         }
                         Err(e) => error!(path = %config_path.display(), "configuration not reloaded: {e}"),
                     },
